@@ -1,0 +1,425 @@
+"""YAML search space -> validated, typed config.
+
+Everything in a search space file is checked here, in full, before Ray, torch or MLflow is
+imported, so a typo costs a second and not a cluster start-up. Errors are raised as
+:class:`ConfigError` with one line in the form ``FILE: KEY: RULE, got VALUE``.
+
+A value that the search should choose is written as a one-key mapping::
+
+    lr: {loguniform: [1.0e-4, 1.0e-2]}
+    batch_size: {choice: [16, 32, 64]}
+    depth: {int: [2, 4]}
+    dropout: {uniform: [0.0, 0.5]}
+
+Only keys marked searchable below accept that form; everything else is a plain value.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "Dist",
+    "METRICS",
+    "OBJECTIVE",
+    "SearchConfig",
+    "load_config",
+    "parse_config",
+]
+
+#: Metrics a search may optimise, with their direction. The default objective is song-level
+#: validation accuracy: users care about songs, not 3-second clips.
+METRICS: dict[str, str] = {
+    "val_song_acc": "max",
+    "val_song_f1": "max",
+    "val_clip_acc": "max",
+    "val_clip_f1": "max",
+    "val_loss": "min",
+}
+OBJECTIVE = "val_song_acc"
+
+MODEL_NAMES = ("cnn2d",)  # kept in step with genre_ray.models.REGISTRY (a test checks)
+SOURCES = ("demo", "folder")
+FEATURE_KINDS = ("logmel",)
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DIST_KINDS = ("uniform", "loguniform", "int", "choice")
+
+
+class ConfigError(ValueError):
+    """A search space file that cannot be run. The message names file, key, rule and value."""
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A searchable value: ``kind`` is one of uniform, loguniform, int, choice."""
+
+    kind: str
+    args: tuple[Any, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# Schema: key -> (checker, default). A checker returns the cleaned value or raises _Bad(rule).
+
+
+_UNSET = object()
+
+
+class _Bad(Exception):
+    def __init__(self, rule: str, value: Any = _UNSET) -> None:
+        super().__init__(rule)
+        self.rule = rule
+        self.value = value  # the offending element, when it is part of the value
+
+
+Checker = Callable[[Any], Any]
+
+
+def _type_name(v: Any) -> str:
+    return type(v).__name__
+
+
+def _num(lo: float | None = None, hi: float | None = None, *, integer: bool = False,
+         lo_open: bool = False, hi_open: bool = False) -> Checker:
+    def check(v: Any) -> Any:
+        kind = "an integer" if integer else "a number"
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+            raise _Bad(f"must be {kind}")
+        if v != v:  # NaN
+            raise _Bad(f"must be {kind}")
+        below = lo is not None and (v <= lo if lo_open else v < lo)
+        above = hi is not None and (v >= hi if hi_open else v > hi)
+        if below or above:
+            left = "(" if lo_open else "["
+            right = ")" if hi_open else "]"
+            lo_s = "-inf" if lo is None else f"{lo:g}"
+            hi_s = "inf" if hi is None else f"{hi:g}"
+            raise _Bad(f"must be in {left}{lo_s}, {hi_s}{right}")
+        return int(v) if integer else float(v)
+
+    return check
+
+
+def _str(choices: tuple[str, ...] | None = None, *, optional: bool = False) -> Checker:
+    def check(v: Any) -> Any:
+        if v is None and optional:
+            return None
+        if not isinstance(v, str) or not v:
+            raise _Bad("must be a non-empty string" + (" or null" if optional else ""))
+        if choices is not None and v not in choices:
+            raise _Bad(f"must be one of {', '.join(choices)}")
+        return v
+
+    return check
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad("must be true or false")
+    return v
+
+
+def _optional(inner: Checker) -> Checker:
+    def check(v: Any) -> Any:
+        return None if v is None else inner(v)
+
+    return check
+
+
+def _searchable(inner: Checker) -> Checker:
+    """Accept a plain value (checked by ``inner``) or a distribution over such values."""
+
+    def check(v: Any) -> Any:
+        if isinstance(v, dict):
+            return _dist(v, inner)
+        return inner(v)
+
+    check.searchable = True  # type: ignore[attr-defined]
+    return check
+
+
+def _dist(v: dict[str, Any], inner: Checker) -> Dist:
+    if len(v) != 1 or next(iter(v)) not in DIST_KINDS:
+        raise _Bad(f"a searchable value must be one of {{{': [...]}, {'.join(DIST_KINDS)}: [...]}}")
+    kind, args = next(iter(v.items()))
+    if not isinstance(args, list) or not args:
+        raise _Bad(f"{kind}: must be a non-empty list")
+
+    def each(a: Any) -> Any:
+        try:
+            return inner(a)
+        except _Bad as bad:
+            raise _Bad(f"{kind}: {bad.rule}", a) from None
+
+    if kind == "choice":
+        return Dist(kind, tuple(each(a) for a in args))
+    if len(args) != 2:
+        raise _Bad(f"{kind}: must be [low, high]")
+    lo, hi = (each(a) for a in args)
+    if isinstance(lo, bool) or not isinstance(lo, (int, float)):
+        raise _Bad(f"{kind}: is only for numbers")
+    if kind == "int" and not (isinstance(args[0], int) and isinstance(args[1], int)):
+        raise _Bad("int: low and high must be integers")
+    if lo >= hi:
+        raise _Bad(f"{kind}: low < high must hold", args)
+    if kind == "loguniform" and lo <= 0:
+        raise _Bad("loguniform: low must be > 0")
+    return Dist(kind, (lo, hi))
+
+
+_SCHEMA: dict[str, Any] = {
+    "name": (_str(optional=True), None),
+    "task": (_str(), "demo"),
+    "data": {
+        "source": (_str(SOURCES), "demo"),
+        "path": (_str(optional=True), None),
+        "demo": {
+            "genres": (_num(2, 10, integer=True), 8),
+            "songs_per_genre": (_num(3, 1000, integer=True), 24),
+            "seconds": (_num(3.0, 120.0), 10.0),
+            "sample_rate": (_num(8000, 48000, integer=True), 22050),
+            "seed": (_num(0, None, integer=True), 0),
+        },
+    },
+    "features": {
+        "kind": (_str(FEATURE_KINDS), "logmel"),
+        "sample_rate": (_num(4000, 96000, integer=True), 22050),
+        "clip_seconds": (_num(0.5, 60.0), 3.0),
+        "clip_overlap": (_num(0.0, 0.9), 0.5),
+        "n_fft": (_num(64, 16384, integer=True), 1024),
+        "hop_length": (_num(16, 8192, integer=True), 512),
+        "n_mels": (_num(8, 512, integer=True), 64),
+        "f_min": (_num(0.0, None), 0.0),
+        "f_max": (_optional(_num(0.0, None, lo_open=True)), None),
+        "cache_dir": (_str(optional=True), None),  # default: <results_dir>/cache
+        "batch_files": (_num(1, 4096, integer=True), 8),
+    },
+    "model": {
+        "name": (_str(MODEL_NAMES), "cnn2d"),
+        "params": ("params", {}),
+    },
+    "train": {
+        "optimizer": (_searchable(_str(OPTIMIZERS)), "adamw"),
+        "lr": (_searchable(_num(0.0, 10.0, lo_open=True)), 1e-3),
+        "weight_decay": (_searchable(_num(0.0, 1.0)), 0.0),
+        "momentum": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.9),
+        "batch_size": (_searchable(_num(1, 4096, integer=True)), 32),
+        "epochs": (_searchable(_num(1, 1000, integer=True)), 10),
+        "seed": (_num(0, None, integer=True), 0),
+    },
+    "split": {
+        "val_fraction": (_num(0.0, 0.5, lo_open=True, hi_open=True), 0.15),
+        "test_fraction": (_num(0.0, 0.5, lo_open=True, hi_open=True), 0.2),
+        "seed": (_num(0, None, integer=True), 0),
+    },
+    "search": {
+        "num_samples": (_num(1, 100000, integer=True), 12),
+        "max_concurrent": (_num(1, 1024, integer=True), 2),
+        "grace_period": (_num(1, 1000, integer=True), 2),
+        "reduction_factor": (_num(1.0, 100.0, lo_open=True), 3.0),
+        "max_epochs": (_num(1, 1000, integer=True), 10),
+        "metric": (_str(tuple(METRICS)), OBJECTIVE),
+        "seed": (_num(0, None, integer=True), 0),
+        "storage_path": (_str(optional=True), None),  # default: <results_dir>/ray
+        "time_budget_s": (_optional(_num(1.0, None)), None),
+    },
+    "resources": {
+        "cpu": (_num(0.0, 1024.0, lo_open=True), 1.0),
+        "gpu": (_num(0.0, 64.0), 0.0),
+    },
+    "tracking": {
+        "uri": (_str(optional=True), None),
+        "experiment": (_str(optional=True), None),
+        "registered_model": (_str(optional=True), None),
+    },
+    "output": {
+        "results_dir": (_str(), "results"),
+    },
+}
+
+# Searchable hyperparameters of each model, checked the same way as the rest of the file.
+_MODEL_PARAMS: dict[str, dict[str, tuple[Checker, Any]]] = {
+    "cnn2d": {
+        "depth": (_searchable(_num(1, 6, integer=True)), 3),
+        "width": (_searchable(_num(4, 256, integer=True)), 16),
+        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
+        "batch_norm": (_searchable(_bool), True),
+    },
+}
+
+
+@dataclass
+class SearchConfig:
+    """A validated search space. Sections are plain dicts with every default filled in."""
+
+    source_file: str
+    name: str
+    task: str
+    data: dict[str, Any]
+    features: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+    split: dict[str, Any]
+    search: dict[str, Any]
+    resources: dict[str, Any]
+    tracking: dict[str, Any]
+    output: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        """``max`` or ``min`` for the configured metric."""
+        return METRICS[self.search["metric"]]
+
+    def searchable(self) -> dict[str, Any]:
+        """Flat ``section.key -> value`` of everything a trial may vary (Dist or constant)."""
+        out: dict[str, Any] = {}
+        for key, value in self.train.items():
+            if key != "seed":
+                out[f"train.{key}"] = value
+        for key, value in self.model["params"].items():
+            out[f"model.{key}"] = value
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain YAML-able data (distributions back in their YAML form)."""
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, Dist):
+                return {v.kind: list(v.args)}
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+
+        keys = ("name", "task", "data", "features", "model", "train", "split", "search", "resources",
+                "tracking", "output")
+        return {k: plain(getattr(self, k)) for k in keys}
+
+    def feature_settings(self) -> dict[str, Any]:
+        """The settings that decide feature values (the cache key), without where it lives."""
+        return {k: v for k, v in self.features.items() if k not in ("cache_dir", "batch_files")}
+
+
+def _err(file: str, key: str, rule: str, value: Any) -> ConfigError:
+    shown = repr(value) if isinstance(value, str) else value
+    return ConfigError(f"{file}: {key}: {rule}, got {shown}")
+
+
+def _apply(schema: dict[str, Any], given: Any, file: str, prefix: str) -> dict[str, Any]:
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise _err(file, prefix.rstrip(".") or "<top>", "must be a mapping", _type_name(given))
+    unknown = sorted(set(given) - set(schema))
+    if unknown:
+        key = unknown[0]
+        raise _err(file, f"{prefix}{key}", f"unknown key (valid: {', '.join(schema)})", given[key])
+    out: dict[str, Any] = {}
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            out[key] = _apply(spec, given.get(key), file, f"{prefix}{key}.")
+            continue
+        checker, default = spec
+        if checker == "params":  # resolved once the model name is known
+            out[key] = given.get(key, default)
+            continue
+        value = given.get(key, default)
+        try:
+            out[key] = checker(value) if key in given else copy.deepcopy(default)
+        except _Bad as bad:
+            shown = value if bad.value is _UNSET else bad.value
+            raise _err(file, f"{prefix}{key}", bad.rule, shown) from None
+    return out
+
+
+def parse_config(raw: Any, source_file: str = "<config>") -> SearchConfig:
+    """Validate a parsed YAML document and fill in defaults.
+
+    Args:
+        raw: the document, as loaded by ``yaml.safe_load``.
+        source_file: the name used in error messages.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: for the first unknown key, wrong type or out-of-range value.
+    """
+    if not isinstance(raw, dict):
+        raise _err(source_file, "<top>", "must be a mapping of sections", _type_name(raw))
+    clean = _apply(_SCHEMA, raw, source_file, "")
+    model = clean["model"]
+    params_schema = {k: v for k, v in _MODEL_PARAMS[model["name"]].items()}
+    model["params"] = _apply(params_schema, model["params"], source_file, "model.params.")
+    s = clean["search"]  # train.epochs above search.max_epochs is capped to it, not refused
+    if s["grace_period"] > s["max_epochs"]:
+        raise _err(source_file, "search.grace_period",
+                   f"must be <= search.max_epochs ({s['max_epochs']})", s["grace_period"])
+    gpu = clean["resources"]["gpu"]
+    if gpu > 1 and gpu != int(gpu):
+        raise _err(source_file, "resources.gpu", "must be a fraction <= 1 or a whole number", gpu)
+    f = clean["features"]
+    if f["hop_length"] > f["n_fft"]:
+        raise _err(source_file, "features.hop_length", f"must be <= features.n_fft ({f['n_fft']})",
+                   f["hop_length"])
+    if f["f_max"] is not None and f["f_max"] > f["sample_rate"] / 2:
+        raise _err(source_file, "features.f_max",
+                   f"must be <= sample_rate / 2 ({f['sample_rate'] / 2:g})", f["f_max"])
+    frames = int(f["clip_seconds"] * f["sample_rate"]) // f["hop_length"]
+    if frames < 8:
+        raise _err(source_file, "features.clip_seconds",
+                   "gives fewer than 8 frames at this hop_length", f["clip_seconds"])
+    if clean["data"]["source"] == "folder" and not clean["data"]["path"]:
+        raise _err(source_file, "data.path", "is required when data.source is folder", None)
+    if clean["data"]["path"] and clean["data"]["source"] == "folder":
+        path = Path(clean["data"]["path"]).expanduser()
+        if not path.is_dir():
+            raise _err(source_file, "data.path", "must be an existing folder", str(path))
+    name = clean.pop("name") or Path(source_file).stem
+    return SearchConfig(source_file=source_file, name=name, raw=copy.deepcopy(raw), **clean)
+
+
+def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """Read, override and validate a search space file.
+
+    Args:
+        path: the YAML file.
+        overrides: dotted keys to set before validation, e.g. ``{"data.path": "/music"}``.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: when the file is missing, is not valid YAML, or fails validation.
+    """
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the file ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{file}: not valid YAML at {where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if isinstance(raw, dict):
+        for dotted, value in (overrides or {}).items():
+            node = raw
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = node[part] = {}
+                node = child
+            node[leaf] = value
+    return parse_config(raw, file)

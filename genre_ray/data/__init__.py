@@ -1,0 +1,1 @@
+"""Collections, manifests, splits, audio decoding and the demo generator. No Ray, no MLflow."""

@@ -1,0 +1,96 @@
+"""Decoding audio files to mono float32 at a fixed rate, and cutting songs into clips.
+
+Everything that can be wrong with a file is reported as :class:`AudioError` with the path and
+what to do, so the pipeline can skip the file, count it, and go on with the rest.
+"""
+
+from __future__ import annotations
+
+import math
+
+import librosa
+import numpy as np
+import soundfile as sf
+
+__all__ = ["AUDIO_EXTENSIONS", "AudioError", "clip_bounds", "cut_clips", "decode"]
+
+#: Extensions read as audio, matched case-insensitively.
+AUDIO_EXTENSIONS = (".wav", ".au", ".aiff", ".aif", ".flac", ".ogg", ".opus", ".mp3")
+
+_MIN_SECONDS = 0.5
+_SILENCE_RMS = 1e-5
+
+
+class AudioError(Exception):
+    """A file that cannot be used. ``reason`` is a short machine-readable category."""
+
+    def __init__(self, path: str, reason: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path = path
+        self.reason = reason
+        self.detail = detail
+
+
+def decode(path: str, sample_rate: int) -> np.ndarray:
+    """Read a file as mono float32 at ``sample_rate``.
+
+    NaN or infinite samples are zeroed when they are a small part of the file; a file that is
+    mostly NaN, silent, or shorter than half a second is refused.
+
+    Args:
+        path: an audio file that soundfile can read (WAV, AU, AIFF, FLAC, OGG, MP3).
+        sample_rate: the rate to resample to.
+
+    Returns:
+        A 1-D float32 array.
+
+    Raises:
+        AudioError: when the file cannot be decoded or holds no usable audio.
+    """
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+        raise AudioError(path, "undecodable",
+                         f"cannot decode ({exc}); check that it is a complete audio file "
+                         "in a format libsndfile reads") from None
+    if data.size == 0 or sr <= 0:
+        raise AudioError(path, "empty", "holds no audio samples; remove it or replace it")
+    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    bad = ~np.isfinite(wave)
+    if bad.any():
+        if bad.mean() > 0.01:
+            raise AudioError(path, "nan", f"{bad.mean():.0%} of its samples are NaN or infinite; "
+                             "re-export the file")
+        wave = np.where(bad, 0.0, wave).astype(np.float32)
+    if wave.shape[0] / sr < _MIN_SECONDS:
+        raise AudioError(path, "too_short", f"is only {wave.shape[0] / sr:.2f} s long "
+                         f"(at least {_MIN_SECONDS} s is needed)")
+    if float(np.sqrt(np.mean(wave.astype(np.float64) ** 2))) < _SILENCE_RMS:
+        raise AudioError(path, "silent", "is silent; remove it or check the export")
+    if sr != sample_rate:
+        wave = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def clip_bounds(n_samples: int, clip_samples: int, overlap: float) -> list[int]:
+    """Start sample of every clip: hop = clip * (1 - overlap); a short song gives one clip."""
+    hop = max(1, int(round(clip_samples * (1.0 - overlap))))
+    if n_samples <= clip_samples:
+        return [0]
+    count = 1 + (n_samples - clip_samples) // hop
+    return [i * hop for i in range(count)]
+
+
+def cut_clips(wave: np.ndarray, clip_samples: int, overlap: float) -> np.ndarray:
+    """Cut a waveform into ``(n_clips, clip_samples)``, zero-padding a song shorter than a clip."""
+    if wave.shape[0] < clip_samples:
+        wave = np.pad(wave, (0, clip_samples - wave.shape[0]))
+    starts = clip_bounds(wave.shape[0], clip_samples, overlap)
+    view = np.lib.stride_tricks.sliding_window_view(wave, clip_samples)
+    return np.ascontiguousarray(view[starts])
+
+
+def n_clips(seconds: float, sample_rate: int, clip_seconds: float, overlap: float) -> int:
+    """How many clips a song of ``seconds`` gives."""
+    clip = int(round(clip_seconds * sample_rate))
+    return len(clip_bounds(int(math.floor(seconds * sample_rate)), clip, overlap))

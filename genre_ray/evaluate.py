@@ -1,0 +1,84 @@
+"""Metrics, clip-to-song aggregation and plots. No Ray, no MLflow.
+
+Song level means: the class probabilities of a song's clips are averaged and the song gets
+the arg-max. Every metric function takes integer class indices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, log_loss
+
+__all__ = ["classification_scores", "confusion_png", "majority_baseline", "per_class_report", "song_level"]
+
+
+def song_level(clip_probs: np.ndarray, clip_song: np.ndarray, n_songs: int | None = None) -> np.ndarray:
+    """Mean clip probability per song.
+
+    Args:
+        clip_probs: ``(n_clips, n_classes)`` probabilities.
+        clip_song: ``(n_clips,)`` song index of every clip, in ``[0, n_songs)``.
+        n_songs: number of songs (defaults to ``clip_song.max() + 1``).
+
+    Returns:
+        ``(n_songs, n_classes)`` averaged probabilities.
+    """
+    n_songs = int(clip_song.max()) + 1 if n_songs is None else n_songs
+    sums = np.zeros((n_songs, clip_probs.shape[1]), dtype=np.float64)
+    np.add.at(sums, clip_song, clip_probs)
+    counts = np.bincount(clip_song, minlength=n_songs)[:, None]
+    return sums / np.maximum(counts, 1)
+
+
+def classification_scores(y_true: np.ndarray, probs: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """Accuracy, macro-F1 and cross-entropy of probabilities against true class indices."""
+    n_classes = probs.shape[1]
+    pred = probs.argmax(axis=1)
+    labels = list(range(n_classes))
+    return {
+        f"{prefix}acc": float(accuracy_score(y_true, pred)),
+        f"{prefix}f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),
+        f"{prefix}loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
+    }
+
+
+def majority_baseline(y_train: np.ndarray, y_test: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Scores of always predicting the most common training class (the floor to beat)."""
+    majority = int(np.bincount(y_train, minlength=n_classes).argmax())
+    probs = np.full((len(y_test), n_classes), 1e-3)
+    probs[:, majority] = 1.0
+    return classification_scores(y_test, probs / probs.sum(axis=1, keepdims=True))
+
+
+def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class (scikit-learn's report as a table)."""
+    report = classification_report(y_true, y_pred, labels=list(range(len(classes))),
+                                   target_names=list(classes), output_dict=True, zero_division=0)
+    return pd.DataFrame(report).T
+
+
+def confusion_png(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], path: str | Path,
+                  title: str) -> Path:
+    """Write a labelled confusion-matrix image and return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
+    size = max(5.0, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(cm, display_labels=list(classes)).plot(ax=ax, colorbar=False,
+                                                                   xticks_rotation=45)
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,47 @@
+"""Shared fixtures: generated audio only, one small Ray session, no network, no GPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-genre demo collection, 6 songs each of 4 s."""
+    from genre_ray.data.demo import DemoSpec, ensure_demo_collection
+
+    return ensure_demo_collection(tmp_path_factory.mktemp("demo") / "collection",
+                                  DemoSpec(genres=3, songs_per_genre=6, seconds=4.0))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray with 2 CPUs for every test that needs Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+def write_tone(path: Path, seconds: float = 2.0, sr: int = 22050, channels: int = 1,
+               freq: float = 440.0, subtype: str = "PCM_16", fmt: str | None = None) -> Path:
+    """Write a sine tone with a little noise, the simplest real audio file a test needs."""
+    t = np.arange(int(seconds * sr)) / sr
+    wave = 0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(0).standard_normal(len(t))
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data.astype(np.float32), sr, subtype=subtype, format=fmt)
+    return path

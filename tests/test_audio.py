@@ -1,0 +1,76 @@
+"""Decoding: mono, resampling, clipping, and clear refusals for unusable files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import write_tone
+
+from genre_ray.data.audio import AudioError, clip_bounds, cut_clips, decode, n_clips
+
+
+def test_stereo_is_mixed_to_mono_and_resampled(tmp_path: Path) -> None:
+    path = write_tone(tmp_path / "a.wav", seconds=2.0, sr=44100, channels=2)
+    wave = decode(str(path), 22050)
+    assert wave.ndim == 1 and wave.dtype == np.float32
+    assert abs(len(wave) - 2 * 22050) <= 2
+
+
+@pytest.mark.parametrize("fmt, ext", [("FLAC", "flac"), ("OGG", "ogg"), ("AU", "au")])
+def test_other_formats_decode(tmp_path: Path, fmt: str, ext: str) -> None:
+    subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
+    path = write_tone(tmp_path / f"a.{ext}", seconds=1.0, sr=16000, subtype=subtype, fmt=fmt)
+    assert len(decode(str(path), 16000)) == pytest.approx(16000, abs=10)
+
+
+def test_truncated_file_is_refused_with_its_path(tmp_path: Path) -> None:
+    path = write_tone(tmp_path / "t.wav", seconds=2.0)
+    path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(AudioError) as info:
+        decode(str(path), 22050)
+    assert str(path) in str(info.value)
+
+
+def test_not_audio_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "fake.wav"
+    path.write_text("this is not audio")
+    with pytest.raises(AudioError) as info:
+        decode(str(path), 22050)
+    assert info.value.reason == "undecodable"
+
+
+def test_silence_and_short_files_are_refused(tmp_path: Path) -> None:
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(22050, np.float32), 22050)
+    with pytest.raises(AudioError, match="silent"):
+        decode(str(silent), 22050)
+    short = write_tone(tmp_path / "short.wav", seconds=0.2)
+    with pytest.raises(AudioError, match="long"):
+        decode(str(short), 22050)
+
+
+def test_a_few_nan_samples_are_zeroed_but_mostly_nan_is_refused(tmp_path: Path) -> None:
+    wave = (0.3 * np.sin(np.arange(22050) / 5)).astype(np.float32)
+    wave[100:110] = np.nan
+    few = tmp_path / "few.wav"
+    sf.write(few, wave, 22050, subtype="FLOAT")
+    out = decode(str(few), 22050)
+    assert np.isfinite(out).all() and out[105] == 0.0
+    wave[: 22050 // 2] = np.nan
+    many = tmp_path / "many.wav"
+    sf.write(many, wave, 22050, subtype="FLOAT")
+    with pytest.raises(AudioError) as info:
+        decode(str(many), 22050)
+    assert info.value.reason == "nan"
+
+
+def test_clips_cover_the_song_with_overlap() -> None:
+    assert clip_bounds(100, 40, 0.5) == [0, 20, 40, 60]
+    assert clip_bounds(30, 40, 0.5) == [0]
+    clips = cut_clips(np.arange(100, dtype=np.float32), 40, 0.5)
+    assert clips.shape == (4, 40) and clips[1, 0] == 20
+    assert cut_clips(np.ones(10, np.float32), 40, 0.0).shape == (1, 40)
+    assert n_clips(10.0, 22050, 3.0, 0.5) == 5

@@ -1,0 +1,82 @@
+"""The embedded demo collection: real WAVs in the GTZAN layout, deterministic, reused, atomic."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from genre_ray.data import demo
+from genre_ray.data.demo import STYLES, DemoSpec, ensure_demo_collection, render_song
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.wav")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def test_layout_and_format(tiny_demo: Path) -> None:
+    genres = sorted(p.name for p in tiny_demo.iterdir() if p.is_dir())
+    assert genres == sorted(list(STYLES)[:3])
+    files = sorted(tiny_demo.rglob("*.wav"))
+    assert len(files) == 18
+    assert files[0].name.startswith(files[0].parent.name + ".") and files[0].name.endswith("00000.wav")
+    info = sf.info(files[0])
+    assert info.samplerate == 22050 and info.channels == 1 and info.subtype == "PCM_16"
+    assert abs(info.duration - 4.0) < 0.01
+
+
+def test_deterministic(tmp_path: Path) -> None:
+    spec = DemoSpec(genres=2, songs_per_genre=2, seconds=3.0)
+    a = ensure_demo_collection(tmp_path / "a", spec)
+    b = ensure_demo_collection(tmp_path / "b", spec)
+    assert _digest(a) == _digest(b)
+    c = ensure_demo_collection(tmp_path / "c", DemoSpec(genres=2, songs_per_genre=2, seconds=3.0, seed=1))
+    assert _digest(a) != _digest(c)
+
+
+def test_reused_when_complete_and_regenerated_when_settings_change(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = DemoSpec(genres=2, songs_per_genre=2, seconds=3.0)
+    root = ensure_demo_collection(tmp_path / "demo", spec)
+    calls = []
+    monkeypatch.setattr(demo, "render_song", lambda *a, **k: calls.append(1) or np.zeros(100, np.float32))
+    ensure_demo_collection(root, spec)
+    assert calls == []
+    ensure_demo_collection(root, DemoSpec(genres=2, songs_per_genre=3, seconds=3.0))
+    assert len(calls) == 6
+
+
+def test_interrupted_generation_leaves_nothing_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "render_song", boom)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_demo_collection(tmp_path / "demo", DemoSpec(genres=2, songs_per_genre=2, seconds=3.0))
+    assert not (tmp_path / "demo").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_styles_differ_in_tempo_rhythm_timbre_and_harmony() -> None:
+    assert len(STYLES) >= 6
+    tempos = {s.tempo for s in STYLES.values()}
+    rhythms = {(s.kick, s.snare, s.hat) for s in STYLES.values()}
+    timbres = {(s.lead, s.bass, s.drive) for s in STYLES.values()}
+    harmony = {s.chords for s in STYLES.values()}
+    assert min(len(tempos), len(rhythms), len(timbres), len(harmony)) >= 6
+
+
+def test_songs_are_distinct_within_a_style() -> None:
+    spec = DemoSpec(seconds=3.0)
+    a = render_song("rock", spec, np.random.default_rng(1))
+    b = render_song("rock", spec, np.random.default_rng(2))
+    assert a.shape == b.shape == (3 * 22050,)
+    assert np.abs(a).max() <= 1.0 and np.isfinite(a).all()
+    assert np.corrcoef(a, b)[0, 1] < 0.5
