@@ -38,11 +38,13 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, prefix: str = "
     """Accuracy, macro-F1 and cross-entropy of probabilities against true class indices."""
     n_classes = probs.shape[1]
     pred = probs.argmax(axis=1)
+    probs = np.clip(probs.astype(np.float64), 1e-7, 1.0)
+    probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax rows are off by ~1e-7
     labels = list(range(n_classes))
     return {
         f"{prefix}acc": float(accuracy_score(y_true, pred)),
         f"{prefix}f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),
-        f"{prefix}loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
+        f"{prefix}loss": float(log_loss(y_true, probs, labels=labels)),
     }
 
 

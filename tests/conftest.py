@@ -10,7 +10,6 @@ import pytest
 import soundfile as sf
 
 os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

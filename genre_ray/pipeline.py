@@ -1,0 +1,288 @@
+"""The Ray Data featurization pipeline and its Parquet feature cache.
+
+Files are read in parallel Ray tasks: decode to mono, resample, cut into clips, and compute
+every feature of a batch of files from one STFT (:func:`genre_ray.features.compute_features`).
+The result is written as Parquet under ``<cache_dir>/<key>/``, where the key hashes the
+*content* of every audio file together with every feature setting. The folder is written under
+a temporary name and renamed into place only when complete, so an interrupted run never leaves
+a cache that a later run would trust.
+
+Each clip's feature of one kind is stored as one ``fixed_size_binary`` value: the raw
+little-endian float32 bytes of its ``(bins, frames)`` array, uncompressed. Loading gives back
+exactly the float32 values that were computed. This layout is several times faster to write and
+read than Parquet lists of floats (which pay per-element level encoding) and compression gains
+nothing on spectra (measured: 10.8 MB either way for 130 clips).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genre_ray.data.audio import AudioError, cut_clips, decode
+from genre_ray.data.collection import SKIPPED_COLUMNS
+from genre_ray.features import FeatureSettings, compute_features
+
+__all__ = ["CACHE_VERSION", "FeatureTable", "cache_key", "clip_features", "content_hashes", "featurize",
+           "featurize_batch"]
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 2  # 2: features as raw float32 bytes (fixed_size_binary), uncompressed
+_COMPLETE = "_genre_ray_cache.json"
+# Clips per STFT call. Measured on 2 cores, n_fft 2048, 128 mels: 2-4 clips ~1050 clips/s,
+# 16 clips ~750 clips/s (larger batches fall out of the CPU cache).
+_CHUNK = 4
+# Dictionary encoding is pyarrow's default: on the feature columns it hashes every value and
+# gives up, costing 2-5x the write time. Statistics of raw bytes are useless for pruning.
+_PARQUET_ARGS: dict[str, Any] = {"compression": "none", "use_dictionary": False, "write_statistics": False}
+_META = ["sha", "clip", "start_s", "error"]
+
+
+@dataclass
+class FeatureTable:
+    """Clip features of a collection, aligned row by row with ``clips``."""
+
+    features: dict[str, np.ndarray]  # kind -> (n_clips, bins, frames) float32
+    clips: pd.DataFrame  # sha, clip, start_s (+ song columns once joined)
+    skipped: pd.DataFrame  # path, stage, reason, detail
+    cache_path: str
+    cache_hit: bool
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def content_hashes(paths: list[str], threads: int = 4) -> list[str]:
+    """SHA-256 of each file's bytes: the audio's identity, independent of its name."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(_sha256, paths))
+
+
+def cache_key(hashes: list[str], settings: FeatureSettings) -> str:
+    """The cache folder name: content of every file plus every feature setting."""
+    doc = json.dumps({"v": CACHE_VERSION, "settings": settings.as_dict(), "files": sorted(set(hashes))},
+                     sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:24]
+
+
+def clip_features(clips: np.ndarray, settings: FeatureSettings) -> dict[str, np.ndarray]:
+    """:func:`~genre_ray.features.compute_features` over any number of clips, a few per STFT.
+
+    Args:
+        clips: ``(n_clips, clip_samples)`` float32 waveforms.
+        settings: the features to compute.
+
+    Returns:
+        ``kind -> (n_clips, bins, frames)`` float32 arrays.
+    """
+    n = clips.shape[0]
+    out = {k: np.empty((n, *settings.shape(k)), np.float32) for k in settings.kinds}
+    for i in range(0, n, _CHUNK):
+        for kind, arr in compute_features(clips[i:i + _CHUNK], settings).items():
+            out[kind][i:i + _CHUNK] = arr
+    return out
+
+
+def _to_binary(arr: np.ndarray) -> pa.Array:
+    """(n, ...) float32 -> n fixed-size binary values holding each row's raw bytes (no copy)."""
+    arr = np.ascontiguousarray(arr, dtype="<f4")
+    width = arr[0].nbytes if len(arr) else 4 * int(np.prod(arr.shape[1:]))
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(arr), [None, pa.py_buffer(arr)])
+
+
+def _from_binary(col: pa.ChunkedArray, rows: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Rows ``rows`` of a fixed-size binary column as a new ``(len(rows), *shape)`` float32 array."""
+    width = int(np.prod(shape))
+    parts = [np.frombuffer(c.buffers()[1], "<f4", count=len(c) * width, offset=c.offset * width * 4)
+             for c in col.chunks if len(c)]
+    flat = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, "<f4")
+    return flat.reshape(-1, *shape)[rows].astype(np.float32, copy=False)
+
+
+def featurize_batch(batch: dict[str, np.ndarray], settings: dict[str, Any]) -> pa.Table:
+    """Ray Data UDF: a batch of files -> one row per clip (or one error row per bad file)."""
+    s = FeatureSettings(**{**settings, "kinds": tuple(settings["kinds"])})
+    shas, clip_idx, starts, errors, waves = [], [], [], [], []
+    hop = max(1, int(round(s.clip_samples * (1 - s.clip_overlap))))
+    for path, sha in zip(batch["path"], batch["sha"]):
+        try:
+            clips = cut_clips(decode(str(path), s.sample_rate), s.clip_samples, s.clip_overlap)
+        except AudioError as exc:
+            shas.append(sha)
+            clip_idx.append(-1)
+            starts.append(0.0)
+            errors.append(f"{exc.reason}: {exc.detail}")
+            waves.append(np.zeros((1, s.clip_samples), np.float32))
+            continue
+        n = clips.shape[0]
+        shas += [sha] * n
+        clip_idx += list(range(n))
+        starts += [i * hop / s.sample_rate for i in range(n)]
+        errors += [None] * n
+        waves.append(clips)
+    columns: dict[str, pa.Array] = {
+        "sha": pa.array(shas, pa.string()),
+        "clip": pa.array(clip_idx, pa.int32()),
+        "start_s": pa.array(starts, pa.float32()),
+        "error": pa.array(errors, pa.string()),
+    }
+    for kind, arr in clip_features(np.concatenate(waves), s).items():
+        columns[kind] = _to_binary(arr)
+    return pa.table(columns)
+
+
+def _load(path: Path, settings: FeatureSettings, manifest: pd.DataFrame) -> FeatureTable:
+    table = pq.read_table(path, columns=[*_META, *settings.kinds])
+    meta = table.select(_META).to_pandas()
+    order = np.lexsort((meta["clip"].to_numpy(), meta["sha"].to_numpy()))
+    meta = meta.iloc[order].reset_index(drop=True)
+    good = meta["error"].isna().to_numpy()
+    rows = order[good]  # sorted, decodable rows, as positions in the file order
+    features = {kind: _from_binary(table.column(kind), rows, settings.shape(kind)) for kind in settings.kinds}
+    by_sha = manifest.drop_duplicates("sha").set_index("sha")
+    bad = meta[~good]
+    skipped = pd.DataFrame({
+        "path": by_sha.loc[bad["sha"], "path"].to_numpy() if len(bad) else [],
+        "stage": "decode",
+        "reason": bad["error"].str.split(":").str[0].to_numpy(),
+        "detail": bad["error"].str.split(": ", n=1).str[1].to_numpy(),
+    }, columns=SKIPPED_COLUMNS)
+    clips = meta[good].drop(columns="error").reset_index(drop=True)
+    return FeatureTable(features, clips, skipped, str(path), cache_hit=False)
+
+
+def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str | os.PathLike[str],
+              batch_files: int = 8) -> FeatureTable:
+    """Features for every song of ``manifest``, from the cache or computed with Ray Data.
+
+    Features are float32, stored and loaded bit for bit. ``info`` of the result has the cache
+    key, counts, and where the time went: ``hash_s`` (content hashing), ``compute_s`` (the Ray
+    Data run, cache write included), ``load_s`` (reading the cache back), and when Ray Data
+    reports them ``task_featurize_s`` / ``task_write_s`` (time inside the tasks, summed over
+    tasks, for decoding+features and for the Parquet write).
+
+    Args:
+        manifest: one row per song with ``path`` (and ``sha`` if already hashed).
+        settings: the features to compute.
+        cache_dir: the folder that holds one sub-folder per cache key.
+        batch_files: the most files per Ray Data task (fewer when that keeps every CPU busy).
+
+    Returns:
+        A :class:`FeatureTable`; its ``clips`` carry ``sha`` to join back to the manifest.
+    """
+    t0 = time.perf_counter()
+    timings: dict[str, Any] = {"hash_s": 0.0, "compute_s": 0.0}
+    if "sha" not in manifest:
+        manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
+        timings["hash_s"] = time.perf_counter() - t0
+    key = cache_key(manifest["sha"].tolist(), settings)
+    root = Path(cache_dir).expanduser().resolve()
+    final = root / key
+    hit = (final / _COMPLETE).exists()
+    if hit:
+        log.info("feature cache hit: %s", final)
+    else:
+        log.info("feature cache miss: featurizing %d files with Ray Data into %s", len(manifest), final)
+        t1 = time.perf_counter()
+        timings.update(_compute(manifest, settings, root, final, batch_files))
+        timings["compute_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    out = _load(final, settings, manifest)
+    timings["load_s"] = time.perf_counter() - t2
+    out.cache_hit = hit
+    out.seconds = time.perf_counter() - t0
+    out.info = {"cache_key": key, "files": int(len(manifest)), "clips": int(len(out.clips)), **timings}
+    return out
+
+
+def _task_files(n_files: int, batch_files: int) -> int:
+    """Files per task: at most ``batch_files``, fewer so that each CPU gets a few tasks.
+
+    With one task per CPU or fewer, one slow task leaves the other CPUs idle at the end.
+    """
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else os.cpu_count() or 1
+    cpus = max(1, int(cpus))
+    return max(1, min(batch_files, math.ceil(n_files / (3 * cpus))))
+
+
+def _compute(manifest: pd.DataFrame, settings: FeatureSettings, root: Path, final: Path,
+             batch_files: int) -> dict[str, Any]:
+    import ray
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    items = manifest.drop_duplicates("sha")[["path", "sha"]].to_dict("records")
+    per_task = _task_files(len(items), batch_files)
+    try:
+        ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_task))
+        ds = ds.map_batches(featurize_batch, batch_size=per_task, batch_format="numpy",
+                            fn_kwargs={"settings": settings.as_dict()}, num_cpus=1)
+        # This dataset's own context (a copy made by from_items), so the global one is untouched.
+        # Operator reservation splits CPUs between operators; here map and write are fused into
+        # one, and while the cluster size is still unknown (the first ~1 s of every run) the
+        # reservation lets only one task run: measured 1.0 CPU busy of 2.
+        ds.context.op_resource_reservation_enabled = False
+        ds.context.per_stage_map_timing = True  # to report the write apart from the features
+        ds.write_parquet(str(tmp), **_PARQUET_ARGS)
+        (tmp / _COMPLETE).write_text(json.dumps({"version": CACHE_VERSION, "settings": settings.as_dict(),
+                                                 "files": len(items), "written": time.time()}))
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another run finished the same key first: theirs is as good as ours
+            if not (final / _COMPLETE).exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _sweep_stale(root)
+    return {"tasks": math.ceil(len(items) / per_task), **_stage_seconds(ds)}
+
+
+def _stage_seconds(ds: Any) -> dict[str, float]:
+    """Seconds inside the tasks (summed over tasks) per fused stage: features, then the write.
+
+    The fused chain is featurize_batch -> Parquet write -> write stats, in that order. Uses Ray
+    Data's stats (a developer API); returns nothing rather than fail if they change.
+    """
+    try:
+        for op in ds.get_stats_summary().operators_stats:
+            stages = op.stage_time or []
+            if op.operator_name.startswith("MapBatches(featurize_batch)->Write") and len(stages) >= 2:
+                return {"task_featurize_s": float(stages[0].sum), "task_write_s": float(stages[1].sum)}
+    except Exception as exc:  # noqa: BLE001 - timing is a report, never a reason to fail
+        log.debug("no per-stage timing from Ray Data: %s", exc)
+    return {}
+
+
+def _sweep_stale(root: Path, max_age_s: float = 24 * 3600) -> None:
+    """Remove temporary folders that interrupted runs left behind a day or more ago."""
+    now = time.time()
+    for tmp in root.glob(".tmp-*"):
+        try:
+            if now - tmp.stat().st_mtime > max_age_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass
+

@@ -1,0 +1,290 @@
+"""The engine behind ``python -m genre_ray.search``: data, Ray Tune, test evaluation, MLflow.
+
+Steps: manifest -> song-level split -> Ray Data featurization (cached) -> the train and
+validation features into the object store once -> Tuner(OptunaSearch + ASHA) -> leaderboard
+-> the best checkpoint scored once on the test songs -> model registered -> results/.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from genre_ray.config import SearchConfig
+from genre_ray.data.collection import CollectionError, folder_manifest
+from genre_ray.data.demo import DemoSpec, ensure_demo_collection
+from genre_ray.data.splits import split_id, split_report, split_songs
+from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline, song_level
+from genre_ray.features import FeatureSettings
+from genre_ray.report import leaderboard_frame, stop_reason, write_summary
+
+__all__ = ["SearchFailed", "run_search"]
+
+log = logging.getLogger("genre_ray.search")
+
+
+class SearchFailed(RuntimeError):
+    """The search could not produce a model; the message says why and what to do."""
+
+
+def _collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    data = cfg.data
+    if data["source"] == "demo":
+        root = Path(data["path"]).expanduser() if data["path"] else results / "demo_collection"
+        ensure_demo_collection(root, DemoSpec(**data["demo"]))
+    else:
+        root = Path(data["path"]).expanduser()
+    try:
+        return folder_manifest(root)
+    except CollectionError as exc:
+        raise SearchFailed(str(exc)) from None
+
+
+def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, table: Any) -> dict[str, Any]:
+    """Clip features grouped by split, with song indices, for training and the final test."""
+    from genre_ray.train import TrialData
+
+    x = table.features[cfg.features["kind"]]
+    pos = pd.Series(np.arange(len(songs)), index=songs["sha"])
+    clip_song = pos.loc[table.clips["sha"]].to_numpy()
+    classes = sorted(songs["label"].unique())
+    y_song = songs["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    parts = {}
+    for name in ("train", "val", "test"):
+        members = np.flatnonzero(songs["split"].to_numpy() == name)
+        mask = np.isin(clip_song, members)
+        local = pd.Series(np.arange(len(members)), index=members)
+        parts[name] = {"x": np.ascontiguousarray(x[mask]), "y": y_song[clip_song[mask]].astype(np.int64),
+                       "song": local.loc[clip_song[mask]].to_numpy(), "y_song": y_song[members],
+                       "song_ids": songs["song_id"].to_numpy()[members]}
+    tr = parts["train"]["x"]
+    if len(tr) == 0 or len(parts["val"]["x"]) == 0:
+        raise SearchFailed("too few songs to make train and validation splits; each genre needs at "
+                           "least 3 readable songs")
+    trial = TrialData(tr, parts["train"]["y"], parts["val"]["x"], parts["val"]["y"], parts["val"]["song"],
+                      parts["val"]["y_song"], classes, mean=tr.mean(axis=(0, 2)),
+                      std=tr.std(axis=(0, 2)) + 1e-5)
+    return {"trial": trial, "test": parts["test"], "classes": classes}
+
+
+def _ray_init(cfg: SearchConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, include_dashboard=False if address is None else None,
+             logging_level=logging.WARNING, log_to_driver=True)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def _tuner(cfg: SearchConfig, data: Any, tracker: Any, storage: Path, run_name: str) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from genre_ray.spaces import define_by_run
+    from genre_ray.train import train_trial
+
+    s, res = cfg.search, cfg.resources
+    spec = {"model": cfg.model["name"], "cpu": res["cpu"], "gpu": res["gpu"], "seed": cfg.train["seed"],
+            "max_epochs": s["max_epochs"]}
+    trainable = tune.with_resources(tune.with_parameters(train_trial, data=data, spec=spec),
+                                    {"cpu": res["cpu"], "gpu": res["gpu"]})
+    searcher = OptunaSearch(space=define_by_run(cfg), metric=s["metric"], mode=cfg.mode, seed=s["seed"])
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s["max_epochs"],
+                              grace_period=s["grace_period"], reduction_factor=s["reduction_factor"])
+    tune_config = tune.TuneConfig(metric=s["metric"], mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
+                                  num_samples=s["num_samples"], max_concurrent_trials=s["max_concurrent"],
+                                  time_budget_s=s["time_budget_s"], reuse_actors=True)
+    run_config = tune.RunConfig(
+        name=run_name, storage_path=str(storage),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=s["metric"],
+                                                checkpoint_score_order=cfg.mode),
+        failure_config=tune.FailureConfig(max_failures=1),
+        callbacks=[_trial_callback(tracker, cfg)], verbose=0)
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def _trial_callback(tracker: Any, cfg: SearchConfig) -> Any:
+    from ray import tune
+
+    planned, metric, total = cfg.search["max_epochs"], cfg.search["metric"], cfg.search["num_samples"]
+
+    class TrialRuns(tune.Callback):
+        """One MLflow child run per trial, fed from the driver (no worker talks to MLflow).
+
+        It also logs one line per trial start and end, in place of Tune's verbose tables.
+        """
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            tracker.start_trial(trial.trial_id, f"trial-{trial.trial_id}", trial.config)
+            shown = ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in sorted(trial.config.items()))
+            log.info("trial %s started: %s", trial.trial_id, shown)
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            metrics = {k: v for k, v in result.items()
+                       if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
+            tracker.log_trial_epoch(trial.trial_id, metrics, int(result.get("training_iteration", 0)))
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            last = trial.last_result or {}
+            run = int(last.get("training_iteration", 0))
+            want = min(int(trial.config.get("train.epochs", planned)), planned)
+            why = stop_reason(None, run, want)
+            tracker.end_trial(trial.trial_id, "FINISHED", {"stop_reason": why})
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
+            log.info("trial %s %s after %d epochs: %s %.4f (%d of %d trials done)", trial.trial_id, why, run,
+                     metric, last.get(metric, float("nan")), min(done, total), total)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            tracker.end_trial(trial.trial_id, "FAILED", {"stop_reason": "error"})
+            log.warning("trial %s failed: %s (the search goes on)", trial.trial_id, info.get("error", ""))
+
+    return TrialRuns()
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _leaderboard(results: Any, cfg: SearchConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    metric, planned = cfg.search["metric"], cfg.search["max_epochs"]
+    rows, by_trial = [], {}
+    for r in results:
+        df = r.metrics_dataframe
+        tid = (r.metrics or {}).get("trial_id") or Path(r.path).name
+        row: dict[str, Any] = {"trial_id": tid}
+        row.update({k: v for k, v in sorted(r.config.items())})
+        if df is not None and metric in df:
+            best = df[metric].idxmax() if cfg.mode == "max" else df[metric].idxmin()
+            for m in ("val_song_acc", "val_song_f1", "val_clip_acc", "val_clip_f1", "val_loss"):
+                row[f"best_{m}"] = float(df.loc[best, m]) if m in df else np.nan
+            row["best_epoch"] = int(df.loc[best, "training_iteration"])
+            row["epochs"] = int(df["training_iteration"].max())
+            row["wall_s"] = float(df["time_total_s"].max())
+        else:
+            row.update({f"best_{metric}": np.nan, "epochs": 0, "wall_s": np.nan})
+        want = min(int(r.config.get("train.epochs", planned)), planned)
+        row["stopped"] = stop_reason(str(r.error) if r.error else None, row["epochs"], want)
+        row["error"] = str(r.error).splitlines()[0][:200] if r.error else ""
+        rows.append(row)
+        by_trial[tid] = r
+    return leaderboard_frame(rows, metric, cfg.mode), by_trial
+
+
+def run_search(cfg: SearchConfig, promote: bool = False) -> dict[str, Any]:
+    """Run a validated search end to end and return what the command line prints."""
+    from genre_ray.pipeline import featurize
+    from genre_ray.tracking import Tracker, TrackingError, default_tracking_uri, git_commit
+
+    t0 = time.perf_counter()
+    results = Path(cfg.output["results_dir"]).expanduser().resolve()
+    out_dir = results / cfg.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    uri = cfg.tracking["uri"] or default_tracking_uri(results)
+    try:
+        tracker = Tracker(uri, cfg.tracking["experiment"] or cfg.task, artifact_root=results / "mlartifacts")
+    except TrackingError as exc:
+        raise SearchFailed(str(exc)) from None
+
+    manifest, skipped = _collection(cfg, results)
+    from genre_ray.pipeline import content_hashes
+
+    manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
+    dup = manifest.duplicated("sha")
+    if dup.any():
+        log.warning("%d files are byte-identical copies of others; each is counted once", int(dup.sum()))
+        manifest = manifest[~dup].reset_index(drop=True)
+    _ray_init(cfg)
+    settings = FeatureSettings.from_config(cfg.features)
+    cache_dir = cfg.features["cache_dir"] or results / "cache"
+    table = featurize(manifest, settings, cache_dir, cfg.features["batch_files"])
+    log.info("features: %s (%s, %d clips, %.1f s)", table.cache_path, "cache hit" if table.cache_hit else
+             "computed", len(table.clips), table.seconds)
+    skipped = pd.concat([skipped, table.skipped], ignore_index=True)
+    songs = manifest[manifest["sha"].isin(set(table.clips["sha"]))].reset_index(drop=True)
+    if len(skipped):
+        log.warning("skipped %d files (listed in %s)", len(skipped), out_dir / "skipped.csv")
+        skipped.to_csv(out_dir / "skipped.csv", index=False)
+    sp = cfg.split
+    songs["split"] = split_songs(songs, sp["val_fraction"], sp["test_fraction"], sp["seed"])
+    split_table = split_report(songs, songs["split"])
+    sid = split_id(songs["song_id"], songs["split"])
+    songs[["song_id", "label", "split", "path"]].to_csv(out_dir / "splits.csv", index=False)
+    log.info("songs per split:\n%s", split_table.to_string())
+    arrays = _split_arrays(cfg, songs, table)
+
+    tags = {"git_commit": git_commit(), "data_fingerprint": table.info["cache_key"],
+            "feature_hash": table.info["cache_key"], "split_id": sid, "genre_ray.task": cfg.task}
+    params = {"search_space": cfg.source_file, "model": cfg.model["name"],
+              **{f"features.{k}": v for k, v in cfg.feature_settings().items()},
+              **{f"search.{k}": v for k, v in cfg.search.items()}, **{f"resources.{k}": v for k, v in
+                                                                      cfg.resources.items()},
+              "songs": len(songs), "clips": len(table.clips)}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    tracker.start_parent(f"{cfg.name}-{stamp}", params, tags)
+    storage = Path(cfg.search["storage_path"] or results / "ray").expanduser().resolve()
+    tuner = _tuner(cfg, arrays["trial"], tracker, storage, f"{cfg.name}-{stamp}")
+    grid = tuner.fit()
+    board, by_trial = _leaderboard(grid, cfg)
+    board.to_csv(out_dir / "leaderboard.csv", index=False)
+    metric = cfg.search["metric"]
+    if board.empty or pd.isna(board.loc[0, f"best_{metric}"]):
+        tracker.finish_parent({}, {"outcome": "all trials failed"}, [out_dir / "leaderboard.csv"], "FAILED")
+        raise SearchFailed(f"every trial failed; see the error column of {out_dir / 'leaderboard.csv'}")
+    best = by_trial[board.loc[0, "trial_id"]]
+    summary = _finish(cfg, best, board, arrays, tracker, out_dir, sid, promote)
+    summary.update(
+        leaderboard=board, out_dir=str(out_dir), tracking_uri=uri, metric=metric, split_table=split_table,
+        wall_s=time.perf_counter() - t0, skipped=skipped, name=cfg.name, task=cfg.task,
+        cache={"path": table.cache_path, "hit": table.cache_hit, "clips": len(table.clips),
+               "files": len(manifest)},
+        trials={"total": len(board), "early": int((board["stopped"] == "stopped early by ASHA").sum()),
+                "errors": int((board["stopped"] == "error").sum())})
+    write_summary(out_dir / "summary.md", summary)
+    tracker.finish_parent({f"best_{metric}": summary["best_val"], **{f"test_song_{k}": v for k, v in
+                           summary["test"].items()}, "test_songs": summary["test_songs"]},
+                          {"best_trial": board.loc[0, "trial_id"]},
+                          [out_dir / "leaderboard.csv", out_dir / "summary.md", out_dir / "confusion_matrix.png",
+                           out_dir / "splits.csv", out_dir / "skipped.csv"])
+    return summary
+
+
+def _finish(cfg: SearchConfig, best: Any, board: pd.DataFrame, arrays: dict[str, Any], tracker: Any,
+            out_dir: Path, sid: str, promote: bool) -> dict[str, Any]:
+    """Score the best checkpoint once on the test songs and register it."""
+    import torch
+
+    from genre_ray.train import load_checkpoint_model, predict_probs
+
+    metric = cfg.search["metric"]
+    checkpoint = best.get_best_checkpoint(metric, cfg.mode) or best.checkpoint
+    with checkpoint.as_directory() as d:
+        model = load_checkpoint_model(d, arrays["trial"], cfg.model["name"], best.config)
+    test, classes = arrays["test"], arrays["classes"]
+    clip_probs = predict_probs(model, test["x"], torch.device("cpu"))
+    probs = song_level(clip_probs, test["song"], len(test["y_song"]))
+    scores = classification_scores(test["y_song"], probs)
+    scores = {"acc": scores["acc"], "f1": scores["f1"],
+              "clip_acc": classification_scores(test["y"], clip_probs)["acc"]}
+    baseline = majority_baseline(arrays["trial"].y_train, test["y_song"], len(classes))
+    confusion_png(test["y_song"], probs.argmax(1), classes, out_dir / "confusion_matrix.png",
+                  f"{cfg.name}: test split, {len(test['y_song'])} songs, accuracy {scores['acc']:.3f}")
+    model.probabilities = True
+    registered = tracker.register_model(
+        model, cfg.tracking["registered_model"] or f"genre-{cfg.task}", test["x"][:2], scores["acc"], sid,
+        {"classes": ",".join(classes), "feature_settings": str(FeatureSettings.from_config(cfg.features)
+                                                                .as_dict()), "search": cfg.name,
+         "input": f"{cfg.features['kind']} clips {tuple(test['x'].shape[1:])}, float32"}, promote=promote)
+    return {"best_config": dict(best.config), "best_val": float(board.loc[0, f"best_{metric}"]),
+            "test": scores, "test_songs": int(len(test["y_song"])), "test_clips": int(len(test["y"])),
+            "baseline": baseline, "registered": registered, "classes": classes,
+            "demo": asdict(DemoSpec(**cfg.data["demo"])) if cfg.data["source"] == "demo" else None}

@@ -1,0 +1,224 @@
+"""Every MLflow call of genre_ray lives here.
+
+Layout: one experiment per genre task; one parent run per search; one child run per trial
+(its hyperparameters and per-epoch metrics as step metrics); the best model logged on the
+parent run and registered as ``genre-<task>`` with the ``champion`` alias moved only when it
+beats the current champion on the same test split.
+
+The local default needs no server: a SQLite store at ``results/mlflow.db`` with artifacts
+under ``results/mlartifacts``. A tracking problem during a search is logged and the search
+goes on: results/ still gets the leaderboard and summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+__all__ = ["TrackingError", "Tracker", "default_tracking_uri", "git_commit"]
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+TEST_METRIC = "test_song_acc"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message says which URI and what to do."""
+
+
+def default_tracking_uri(results_dir: str | Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite store in the results folder."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path(results_dir).expanduser().resolve() / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    """The commit the code runs from, or ``unknown`` outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast, before Ray starts, when an http(s) tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout)  # noqa: S310
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingError(f"tracking.uri {uri}: the MLflow server does not answer ({exc}); start it, "
+                            "fix the URI, or unset it to use the local results/mlflow.db") from None
+
+
+def _flat_params(params: dict[str, Any]) -> list[Param]:
+    return [Param(str(k), str(v)[:6000]) for k, v in sorted(params.items())]
+
+
+class Tracker:
+    """A search's view of MLflow: its experiment, parent run and the trials' child runs."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: str | Path | None = None) -> None:
+        self.uri = uri
+        self.ok = True
+        check_reachable(uri)
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient(uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                location = None
+                if artifact_root is not None and not uri.startswith(("http://", "https://")):
+                    location = (Path(artifact_root).expanduser().resolve() / experiment).as_uri()
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                self.experiment_id = exp.experiment_id
+        except MlflowException as exc:
+            raise TrackingError(f"tracking.uri {uri}: cannot open experiment {experiment!r} ({exc}); "
+                                "check the URI and that the store is writable") from None
+        self.parent_id: str | None = None
+        self._children: dict[str, str] = {}
+
+    # ---------------------------------------------------------------------------- safety net
+    def _safe(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an MLflow call; on failure warn once and keep the search going."""
+        if not self.ok:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop a search
+            self.ok = False
+            log.warning("MLflow %s failed at %s (%s); the search goes on, results/ has everything, "
+                        "but later tracking calls are skipped", what, self.uri, exc)
+            return None
+
+    # ---------------------------------------------------------------------------- runs
+    def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str | None:
+        """Open the search's parent run and return its id."""
+        run = self._safe("start run", self.client.create_run, self.experiment_id, run_name=name,
+                         tags={"genre_ray.kind": "search", **tags})
+        if run is None:
+            return None
+        self.parent_id = run.info.run_id
+        self._safe("log params", self.client.log_batch, self.parent_id, params=_flat_params(params))
+        return self.parent_id
+
+    def start_trial(self, trial_id: str, name: str, params: dict[str, Any]) -> None:
+        """Open a child run for a trial under the parent run."""
+        if self.parent_id is None:
+            return
+        tags = {"mlflow.parentRunId": self.parent_id, "genre_ray.kind": "trial", "genre_ray.trial_id": trial_id}
+        run = self._safe("start trial run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+        if run is not None:
+            self._children[trial_id] = run.info.run_id
+            self._safe("log params", self.client.log_batch, run.info.run_id, params=_flat_params(params))
+
+    def log_trial_epoch(self, trial_id: str, metrics: dict[str, float], step: int) -> None:
+        """Per-epoch metrics of a trial, as step metrics (learning curves in the UI)."""
+        run_id = self._children.get(trial_id)
+        if run_id is None:
+            return
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._safe("log metrics", self.client.log_batch, run_id, metrics=batch)
+
+    def end_trial(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
+        """Close a trial's run with FINISHED or FAILED and why it stopped."""
+        run_id = self._children.get(trial_id)
+        if run_id is None:
+            return
+        self._safe("set tags", self.client.log_batch, run_id,
+                   tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._safe("end run", self.client.set_terminated, run_id, status)
+
+    def finish_parent(self, metrics: dict[str, float], tags: dict[str, str], artifacts: list[Path],
+                      status: str = "FINISHED") -> None:
+        """Log the search's final metrics, tags and files, and close the parent run."""
+        if self.parent_id is None:
+            return
+        now = int(time.time() * 1000)
+        self._safe("log results", self.client.log_batch, self.parent_id,
+                   metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                   tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        for path in artifacts:
+            if path.exists():
+                self._safe("log artifact", self.client.log_artifact, self.parent_id, str(path))
+        self._safe("end run", self.client.set_terminated, self.parent_id, status)
+
+    # ---------------------------------------------------------------------------- registry
+    def register_model(self, model: Any, name: str, example: Any, test_score: float, split_id: str,
+                       version_tags: dict[str, str], promote: bool = False) -> dict[str, Any] | None:
+        """Log the model on the parent run, register it, and apply the champion policy.
+
+        The new version becomes ``champion`` when there is none, when ``promote`` is set, or when
+        its test score beats the champion's on the same split; otherwise it is ``challenger``.
+
+        Returns:
+            ``{"name", "version", "alias", "reason", "model_uri"}`` or None if tracking failed.
+        """
+        if self.parent_id is None or not self.ok:
+            return None
+        return self._safe("register model", self._register, model, name, example, test_score, split_id,
+                          version_tags, promote)
+
+    def _register(self, model: Any, name: str, example: Any, test_score: float, split_id: str,
+                  version_tags: dict[str, str], promote: bool) -> dict[str, Any]:
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        with torch.inference_mode():
+            probs = model(torch.as_tensor(example)).numpy()
+        signature = infer_signature(example, probs)
+        reqs = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
+        with mlflow.start_run(run_id=self.parent_id):
+            info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
+                                            pip_requirements=reqs, registered_model_name=name,
+                                            await_registration_for=60)
+        version = str(info.registered_model_version)
+        current = None
+        try:
+            current = self.client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:
+            pass
+        alias, reason = self._decide(current, test_score, split_id, promote)
+        self.client.set_registered_model_alias(name, alias, version)
+        tags = {**version_tags, TEST_METRIC: f"{test_score:.6f}", "split_id": split_id, "decision": reason}
+        for k, v in tags.items():
+            self.client.set_model_version_tag(name, version, k, str(v))
+        return {"name": name, "version": version, "alias": alias, "reason": reason,
+                "model_uri": f"models:/{name}@{alias}"}
+
+    @staticmethod
+    def _decide(current: Any, score: float, split_id: str, promote: bool) -> tuple[str, str]:
+        if promote:
+            return CHAMPION, "promoted explicitly (--promote)"
+        if current is None:
+            return CHAMPION, "first model for this task"
+        old_split = current.tags.get("split_id")
+        try:
+            old = float(current.tags.get(TEST_METRIC, "nan"))
+        except ValueError:
+            old = float("nan")
+        if old_split != split_id:
+            return CHALLENGER, (f"champion v{current.version} was tested on another split ({old_split}); "
+                                "scores are not comparable, use --promote to replace it")
+        if score > old:
+            return CHAMPION, f"{TEST_METRIC} {score:.4f} beats champion v{current.version} ({old:.4f})"
+        return CHALLENGER, f"{TEST_METRIC} {score:.4f} does not beat champion v{current.version} ({old:.4f})"
