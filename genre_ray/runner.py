@@ -86,6 +86,9 @@ def _ray_init(cfg: SearchConfig) -> None:
 
 
 def _tuner(cfg: SearchConfig, data: Any, tracker: Any, storage: Path, run_name: str) -> Any:
+    # Tune warns when keeping only the best checkpoints forces frequent experiment snapshots; on
+    # small trials that is every few seconds and harmless, so the warning is only noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("space", help="the search space YAML (e.g. search_spaces/cnn.yaml)")
     p.add_argument("--data", metavar="DIR", help="a folder-per-genre collection (<genre>/<file>.wav, the GTZAN "
                    "layout) to search on instead of the YAML's data (default: the embedded demo collection)")
+    p.add_argument("--task", help="the genre task: its MLflow experiment and the registered model genre-TASK "
+                   "(default: the YAML's task; with --data, the collection folder's name)")
     p.add_argument("--name", help="the search's name: results go to RESULTS_DIR/NAME/ (default: YAML name "
                    "or file stem)")
     p.add_argument("--num-samples", type=int, metavar="N", help="number of trials (search.num_samples)")
@@ -62,7 +65,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = {k: v for k, v in pairs.items() if v is not None}
     if args.data:
         out.update({"data.source": "folder", "data.path": args.data})
+        # Another collection is another task: never register it over the demo's champion.
+        out.setdefault("task", _task_name(args.data))
+    if args.task:
+        out["task"] = args.task
     return out
+
+
+def _task_name(folder: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(folder).expanduser().resolve().name).strip("-")
+    return name or "collection"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,7 +149,7 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
         else:
             loss.backward()
             opt.step()
-        total += float(loss) * len(idx)
+        total += loss.item() * len(idx)
         seen += len(idx)
     return total / max(seen, 1)
 

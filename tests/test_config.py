@@ -96,6 +96,17 @@ def test_help_explains_every_option() -> None:
     out = subprocess.run([sys.executable, "-m", "genre_ray.search", "--help"], capture_output=True, text=True,
                          timeout=60, cwd=ROOT)
     assert out.returncode == 0
-    for option in ("--data", "--name", "--num-samples", "--max-concurrent", "--max-epochs", "--cpus-per-trial",
+    for option in ("--data", "--task", "--name", "--num-samples", "--max-concurrent", "--max-epochs", "--cpus-per-trial",
                    "--gpus-per-trial", "--seed", "--results-dir", "--tracking-uri", "--promote", "--check"):
         assert option in out.stdout
+
+
+def test_data_option_makes_its_own_task(tmp_path: Path) -> None:
+    from genre_ray.search import _overrides, build_parser
+
+    music = tmp_path / "Radio Library"
+    music.mkdir()
+    args = build_parser().parse_args(["x.yaml", "--data", str(music)])
+    assert _overrides(args)["task"] == "Radio-Library"
+    args = build_parser().parse_args(["x.yaml", "--data", str(music), "--task", "radio"])
+    assert _overrides(args)["task"] == "radio"

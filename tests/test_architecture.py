@@ -1,0 +1,47 @@
+"""The import rules that keep the package easy to change (README, "How it is built")."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "genre_ray"
+RAY_ALLOWED = {"pipeline.py", "train.py", "runner.py", "bench"}
+MLFLOW_ALLOWED = {"tracking.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _owner(path: Path) -> str:
+    rel = path.relative_to(PKG)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.name
+
+
+def test_only_the_pipeline_trainable_and_runner_import_ray() -> None:
+    offenders = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
+                 if "ray" in _imports(p) and _owner(p) not in RAY_ALLOWED]
+    assert offenders == []
+
+
+def test_only_tracking_imports_mlflow() -> None:
+    offenders = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
+                 if "mlflow" in _imports(p) and _owner(p) not in MLFLOW_ALLOWED]
+    assert offenders == []
+
+
+def test_config_and_cli_front_import_nothing_heavy() -> None:
+    for name in ("config.py", "search.py", "spaces.py"):
+        assert not _imports(PKG / name) & {"ray", "torch", "mlflow", "optuna", "librosa"}, name
+
+
+def test_models_take_features_not_files() -> None:
+    for path in (PKG / "models").glob("*.py"):
+        assert not _imports(path) & {"soundfile", "librosa", "ray", "mlflow", "pandas"}, path.name

@@ -1,0 +1,114 @@
+"""The Ray Data featurization and its Parquet cache: content-keyed, reused, atomic, bad files skipped."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from genre_ray import pipeline
+from genre_ray.data.collection import folder_manifest
+from genre_ray.features import FeatureSettings, compute_features
+from genre_ray.data.audio import cut_clips, decode
+
+SETTINGS = FeatureSettings(kinds=("logmel", "mfcc"), clip_seconds=1.0, clip_overlap=0.5, n_mels=32)
+
+
+@pytest.fixture()
+def collection(tiny_demo: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "music"
+    shutil.copytree(tiny_demo, root)
+    return root
+
+
+def test_features_match_the_direct_computation_and_cover_every_clip(collection: Path, tmp_path: Path,
+                                                                    ray_session: object) -> None:
+    manifest, skipped = folder_manifest(collection)
+    out = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=4)
+    assert skipped.empty and out.skipped.empty and not out.cache_hit
+    assert out.features["logmel"].shape == (18 * 7, 32, SETTINGS.frames)  # 4 s -> 7 clips of 1 s, hop 0.5 s
+    assert out.features["mfcc"].shape[1] == 20
+    path = manifest["path"].iloc[4]
+    sha = pipeline.content_hashes([path])[0]
+    rows = np.flatnonzero(out.clips["sha"].to_numpy() == sha)
+    assert list(out.clips.loc[rows, "clip"]) == list(range(7))
+    direct = compute_features(cut_clips(decode(path, 22050), SETTINGS.clip_samples, 0.5), SETTINGS)
+    assert np.allclose(out.features["logmel"][rows], direct["logmel"], atol=1e-4)
+
+
+def test_second_run_reads_the_cache_without_featurizing(collection: Path, tmp_path: Path, ray_session: object,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    manifest, _ = folder_manifest(collection)
+    first = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=4)
+
+    def no_compute(*args: object, **kwargs: object) -> None:
+        raise AssertionError("featurized again")
+
+    monkeypatch.setattr(pipeline, "_compute", no_compute)
+    caplog.set_level("INFO", logger="genre_ray.pipeline")
+    again = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache")
+    assert again.cache_hit and again.cache_path == first.cache_path
+    assert f"feature cache hit: {first.cache_path}" in caplog.text
+    assert np.array_equal(again.features["logmel"], first.features["logmel"])
+    renamed = manifest.assign(path=manifest["path"].str.replace(".wav", ".wav", regex=False))
+    moved = tmp_path / "moved"
+    shutil.copytree(collection, moved)
+    renamed, _ = folder_manifest(moved)
+    assert pipeline.featurize(renamed, SETTINGS, tmp_path / "cache").cache_hit  # same content, other names
+
+
+def test_key_follows_content_and_every_setting(collection: Path) -> None:
+    manifest, _ = folder_manifest(collection)
+    hashes = pipeline.content_hashes(manifest["path"].tolist())
+    key = pipeline.cache_key(hashes, SETTINGS)
+    assert pipeline.cache_key(list(reversed(hashes)), SETTINGS) == key
+    for change in ({"n_mels": 40}, {"clip_overlap": 0.0}, {"sample_rate": 16000}, {"hop_length": 256}):
+        other = FeatureSettings(**{**SETTINGS.__dict__, **change})
+        assert pipeline.cache_key(hashes, other) != key, change
+    target = Path(manifest["path"].iloc[0])
+    data, sr = sf.read(target)
+    sf.write(target, data * 0.5, sr)  # same name, other audio
+    assert pipeline.cache_key(pipeline.content_hashes(manifest["path"].tolist()), SETTINGS) != key
+
+
+def test_interrupted_write_leaves_no_trusted_cache(collection: Path, tmp_path: Path, ray_session: object,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest, _ = folder_manifest(collection)
+    cache = tmp_path / "cache"
+
+    def interrupted(src: object, dst: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.featurize(manifest, SETTINGS, cache, batch_files=4)
+    monkeypatch.undo()
+    assert [p.name for p in cache.iterdir()] == []  # the temporary folder is gone, nothing was published
+    # A folder left by a killed process (no completion marker) is never trusted.
+    key = pipeline.cache_key(pipeline.content_hashes(manifest["path"].tolist()), SETTINGS)
+    (cache / key).mkdir()
+    (cache / key / "part-0.parquet").write_bytes(b"PAR1 truncated")
+    out = pipeline.featurize(manifest, SETTINGS, cache, batch_files=4)
+    assert not out.cache_hit and len(out.clips) == 18 * 7
+
+
+def test_bad_files_are_skipped_and_reported_with_their_path(collection: Path, tmp_path: Path,
+                                                            ray_session: object) -> None:
+    genre = sorted(p for p in collection.iterdir() if p.is_dir())[0]
+    silent = genre / "silent.wav"
+    sf.write(silent, np.zeros(22050 * 2, np.float32), 22050)
+    nan = genre / "nan.wav"
+    sf.write(nan, np.full(22050 * 2, np.nan, np.float32), 22050, subtype="FLOAT")
+    truncated = genre / "truncated.wav"
+    truncated.write_bytes(next(genre.glob("*.00000.wav")).read_bytes()[:2000])
+    (genre / "notes.txt").write_text("not audio, ignored")
+    manifest, scan_skipped = folder_manifest(collection)
+    out = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=4)
+    reasons = dict(zip(out.skipped["path"], out.skipped["reason"]))
+    assert reasons.get(str(silent)) == "silent" and reasons.get(str(nan)) == "nan"
+    assert str(truncated) in set(reasons) | set(scan_skipped["path"])
+    assert len(out.clips) >= 18 * 7  # every good song is still there
