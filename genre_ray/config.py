@@ -176,6 +176,7 @@ def _dist(v: dict[str, Any], inner: Checker) -> Dist:
 _SCHEMA: dict[str, Any] = {
     "name": (_str(optional=True), None),
     "task": (_str(), "demo"),
+    "tasks": ("tasks", None),  # a list of task mappings; checked by _tasks below
     "data": {
         "source": (_str(SOURCES), "demo"),
         "path": (_str(optional=True), None),
@@ -254,6 +255,64 @@ _MODEL_PARAMS: dict[str, dict[str, tuple[Checker, Any]]] = {
 }
 
 
+_TASK_KEYS = ("name", "classes", "merge", "positive", "negative", "min_songs")
+
+
+def _str_list(v: Any) -> list[str]:
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+        raise _Bad("must be a non-empty list of strings")
+    return list(v)
+
+
+def _tasks(raw: Any, file: str, default_name: str) -> list[dict[str, Any]]:
+    """Check ``tasks:``; without it the search has one task over all classes, named ``task``."""
+    if raw is None:
+        return [{"name": default_name, "classes": [], "merge": {}, "positive": None, "negative": "the world",
+                 "min_songs": 3}]
+    if not isinstance(raw, list) or not raw:
+        raise _err(file, "tasks", "must be a non-empty list of task mappings", raw)
+    out, names = [], set()
+    for i, task in enumerate(raw):
+        where = f"tasks[{i}]"
+        if not isinstance(task, dict):
+            raise _err(file, where, "must be a mapping with at least a name", task)
+        unknown = sorted(set(task) - set(_TASK_KEYS))
+        if unknown:
+            raise _err(file, f"{where}.{unknown[0]}", f"unknown key (valid: {', '.join(_TASK_KEYS)})",
+                       task[unknown[0]])
+        checks: dict[str, tuple[Checker, Any]] = {
+            "name": (_str(), None), "classes": (_str_list, []), "positive": (_str(optional=True), None),
+            "negative": (_str(), "the world"), "min_songs": (_num(1, None, integer=True), 3),
+        }
+        clean: dict[str, Any] = {}
+        for key, (checker, default) in checks.items():
+            if key not in task:
+                if key == "name":
+                    raise _err(file, f"{where}.name", "is required", None)
+                clean[key] = default
+                continue
+            try:
+                clean[key] = checker(task[key])
+            except _Bad as bad:
+                raise _err(file, f"{where}.{key}", bad.rule, task[key]) from None
+        merge = task.get("merge") or {}
+        if not isinstance(merge, dict):
+            raise _err(file, f"{where}.merge", "must map a class to a list of raw labels", merge)
+        for target, sources in merge.items():
+            try:
+                _str_list(sources)
+            except _Bad as bad:
+                raise _err(file, f"{where}.merge.{target}", bad.rule, sources) from None
+        clean["merge"] = {str(k): list(v) for k, v in merge.items()}
+        if clean["positive"] and (clean["classes"] or clean["merge"]):
+            raise _err(file, f"{where}.positive", "cannot be combined with classes or merge", clean["positive"])
+        if clean["name"] in names:
+            raise _err(file, f"{where}.name", "must be unique among tasks", clean["name"])
+        names.add(clean["name"])
+        out.append(clean)
+    return out
+
+
 @dataclass
 class SearchConfig:
     """A validated search space. Sections are plain dicts with every default filled in."""
@@ -261,6 +320,7 @@ class SearchConfig:
     source_file: str
     name: str
     task: str
+    tasks: list[dict[str, Any]]
     data: dict[str, Any]
     features: dict[str, Any]
     model: dict[str, Any]
@@ -297,7 +357,7 @@ class SearchConfig:
                 return {k: plain(x) for k, x in v.items()}
             return v
 
-        keys = ("name", "task", "data", "features", "model", "train", "split", "search", "resources",
+        keys = ("name", "task", "tasks", "data", "features", "model", "train", "split", "search", "resources",
                 "tracking", "output")
         return {k: plain(getattr(self, k)) for k in keys}
 
@@ -326,7 +386,7 @@ def _apply(schema: dict[str, Any], given: Any, file: str, prefix: str) -> dict[s
             out[key] = _apply(spec, given.get(key), file, f"{prefix}{key}.")
             continue
         checker, default = spec
-        if checker == "params":  # resolved once the model name is known
+        if checker in ("params", "tasks"):  # checked once the rest is known
             out[key] = given.get(key, default)
             continue
         value = given.get(key, default)
@@ -381,6 +441,7 @@ def parse_config(raw: Any, source_file: str = "<config>") -> SearchConfig:
         path = Path(clean["data"]["path"]).expanduser()
         if not path.is_dir():
             raise _err(source_file, "data.path", "must be an existing folder", str(path))
+    clean["tasks"] = _tasks(clean["tasks"], source_file, clean["task"])
     name = clean.pop("name") or Path(source_file).stem
     return SearchConfig(source_file=source_file, name=name, raw=copy.deepcopy(raw), **clean)
 

@@ -20,7 +20,8 @@ import pandas as pd
 from genre_ray.config import SearchConfig
 from genre_ray.data.collection import CollectionError, folder_manifest
 from genre_ray.data.demo import DemoSpec, ensure_demo_collection
-from genre_ray.data.splits import split_id, split_report, split_songs
+from genre_ray.data.splits import SplitError, assign_splits, split_id, split_report
+from genre_ray.data.tasks import TaskError, TaskSpec, apply_task
 from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline, song_level
 from genre_ray.features import FeatureSettings
 from genre_ray.report import leaderboard_frame, stop_reason, write_summary
@@ -183,28 +184,32 @@ def _leaderboard(results: Any, cfg: SearchConfig) -> tuple[pd.DataFrame, dict[st
     return leaderboard_frame(rows, metric, cfg.mode), by_trial
 
 
-def run_search(cfg: SearchConfig, promote: bool = False) -> dict[str, Any]:
-    """Run a validated search end to end and return what the command line prints."""
-    from genre_ray.pipeline import featurize
-    from genre_ray.tracking import Tracker, TrackingError, default_tracking_uri, git_commit
+def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]:
+    """Run a validated search end to end: one Tune search and one registered model per task.
+
+    The collection is read and featurized once; every task reuses the same features.
+
+    Returns:
+        One summary per task (what the command line prints).
+    """
+    from genre_ray.pipeline import content_hashes, featurize
+    from genre_ray.tracking import TrackingError, check_reachable, default_tracking_uri
 
     t0 = time.perf_counter()
     results = Path(cfg.output["results_dir"]).expanduser().resolve()
-    out_dir = results / cfg.name
-    out_dir.mkdir(parents=True, exist_ok=True)
     uri = cfg.tracking["uri"] or default_tracking_uri(results)
     try:
-        tracker = Tracker(uri, cfg.tracking["experiment"] or cfg.task, artifact_root=results / "mlartifacts")
+        check_reachable(uri)
     except TrackingError as exc:
         raise SearchFailed(str(exc)) from None
 
     manifest, skipped = _collection(cfg, results)
-    from genre_ray.pipeline import content_hashes
-
     manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
     dup = manifest.duplicated("sha")
     if dup.any():
         log.warning("%d files are byte-identical copies of others; each is counted once", int(dup.sum()))
+        copies = manifest[dup].assign(stage="scan", reason="duplicate", detail="same bytes as another file")
+        skipped = pd.concat([skipped, copies[["path", "stage", "reason", "detail"]]], ignore_index=True)
         manifest = manifest[~dup].reset_index(drop=True)
     _ray_init(cfg)
     settings = FeatureSettings.from_config(cfg.features)
@@ -214,54 +219,79 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> dict[str, Any]:
              "computed", len(table.clips), table.seconds)
     skipped = pd.concat([skipped, table.skipped], ignore_index=True)
     songs = manifest[manifest["sha"].isin(set(table.clips["sha"]))].reset_index(drop=True)
-    if len(skipped):
-        log.warning("skipped %d files (listed in %s)", len(skipped), out_dir / "skipped.csv")
-        skipped.to_csv(out_dir / "skipped.csv", index=False)
-    sp = cfg.split
-    songs["split"] = split_songs(songs, sp["val_fraction"], sp["test_fraction"], sp["seed"])
+    cache = {"path": table.cache_path, "hit": table.cache_hit, "clips": len(table.clips), "files": len(manifest)}
+    summaries = []
+    for task in cfg.tasks:
+        out_dir = results / cfg.name if len(cfg.tasks) == 1 else results / cfg.name / task["name"]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if len(skipped):
+            log.warning("skipped %d files (listed in %s)", len(skipped), out_dir / "skipped.csv")
+            skipped.to_csv(out_dir / "skipped.csv", index=False)
+        summary = _run_task(cfg, TaskSpec.from_config(task), songs, table, uri, results, out_dir, promote)
+        summary.update(out_dir=str(out_dir), tracking_uri=uri, skipped=skipped, name=cfg.name, cache=cache,
+                       wall_s=time.perf_counter() - t0)
+        write_summary(out_dir / "summary.md", summary)
+        summary["tracker"].finish_parent(
+            {f"best_{cfg.search['metric']}": summary["best_val"], "test_songs": summary["test_songs"],
+             **{f"test_song_{k}": v for k, v in summary["test"].items()}},
+            {"best_trial": summary["leaderboard"].loc[0, "trial_id"]},
+            [out_dir / f for f in ("leaderboard.csv", "summary.md", "confusion_matrix.png", "splits.csv",
+                                   "skipped.csv", "classes.csv")])
+        summaries.append(summary)
+    return summaries
+
+
+def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, table: Any, uri: str,
+              results: Path, out_dir: Path, promote: bool) -> dict[str, Any]:
+    """Label, split, search and register one genre task."""
+    from genre_ray.tracking import Tracker, TrackingError, git_commit
+
+    try:
+        tracker = Tracker(uri, cfg.tracking["experiment"] or task.name, artifact_root=results / "mlartifacts")
+        songs, class_report = apply_task(all_songs, task)
+        sp = cfg.split
+        split, how = assign_splits(songs, sp["val_fraction"], sp["test_fraction"], sp["seed"])
+    except (TrackingError, TaskError, SplitError) as exc:
+        raise SearchFailed(str(exc)) from None
+    songs["split"] = split
+    class_report.to_csv(out_dir / "classes.csv", index=False)
     split_table = split_report(songs, songs["split"])
     sid = split_id(songs["song_id"], songs["split"])
-    songs[["song_id", "label", "split", "path"]].to_csv(out_dir / "splits.csv", index=False)
-    log.info("songs per split:\n%s", split_table.to_string())
+    songs[["song_id", "artist", "raw_label", "label", "split", "path"]].to_csv(out_dir / "splits.csv", index=False)
+    log.info("task %s: songs per split (%s):\n%s", task.name, how, split_table.to_string())
     arrays = _split_arrays(cfg, songs, table)
 
     tags = {"git_commit": git_commit(), "data_fingerprint": table.info["cache_key"],
-            "feature_hash": table.info["cache_key"], "split_id": sid, "genre_ray.task": cfg.task}
-    params = {"search_space": cfg.source_file, "model": cfg.model["name"],
+            "feature_hash": table.info["cache_key"], "split_id": sid, "split_method": how,
+            "genre_ray.task": task.name}
+    params = {"search_space": cfg.source_file, "model": cfg.model["name"], "task": task.name,
               **{f"features.{k}": v for k, v in cfg.feature_settings().items()},
               **{f"search.{k}": v for k, v in cfg.search.items()}, **{f"resources.{k}": v for k, v in
                                                                       cfg.resources.items()},
-              "songs": len(songs), "clips": len(table.clips)}
+              "songs": len(songs), "classes": len(arrays["classes"])}
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    tracker.start_parent(f"{cfg.name}-{stamp}", params, tags)
+    run_name = f"{cfg.name}-{task.name}-{stamp}"
+    tracker.start_parent(run_name, params, tags)
     storage = Path(cfg.search["storage_path"] or results / "ray").expanduser().resolve()
-    tuner = _tuner(cfg, arrays["trial"], tracker, storage, f"{cfg.name}-{stamp}")
-    grid = tuner.fit()
+    grid = _tuner(cfg, arrays["trial"], tracker, storage, run_name).fit()
     board, by_trial = _leaderboard(grid, cfg)
     board.to_csv(out_dir / "leaderboard.csv", index=False)
     metric = cfg.search["metric"]
     if board.empty or pd.isna(board.loc[0, f"best_{metric}"]):
         tracker.finish_parent({}, {"outcome": "all trials failed"}, [out_dir / "leaderboard.csv"], "FAILED")
-        raise SearchFailed(f"every trial failed; see the error column of {out_dir / 'leaderboard.csv'}")
+        raise SearchFailed(f"task {task.name}: every trial failed; see the error column of "
+                           f"{out_dir / 'leaderboard.csv'}")
     best = by_trial[board.loc[0, "trial_id"]]
-    summary = _finish(cfg, best, board, arrays, tracker, out_dir, sid, promote)
+    summary = _finish(cfg, task.name, best, board, arrays, tracker, out_dir, sid, promote)
     summary.update(
-        leaderboard=board, out_dir=str(out_dir), tracking_uri=uri, metric=metric, split_table=split_table,
-        wall_s=time.perf_counter() - t0, skipped=skipped, name=cfg.name, task=cfg.task,
-        cache={"path": table.cache_path, "hit": table.cache_hit, "clips": len(table.clips),
-               "files": len(manifest)},
+        leaderboard=board, metric=metric, split_table=split_table, split_method=how, task=task.name,
+        tracker=tracker,
         trials={"total": len(board), "early": int((board["stopped"] == "stopped early by ASHA").sum()),
                 "errors": int((board["stopped"] == "error").sum())})
-    write_summary(out_dir / "summary.md", summary)
-    tracker.finish_parent({f"best_{metric}": summary["best_val"], **{f"test_song_{k}": v for k, v in
-                           summary["test"].items()}, "test_songs": summary["test_songs"]},
-                          {"best_trial": board.loc[0, "trial_id"]},
-                          [out_dir / "leaderboard.csv", out_dir / "summary.md", out_dir / "confusion_matrix.png",
-                           out_dir / "splits.csv", out_dir / "skipped.csv"])
     return summary
 
 
-def _finish(cfg: SearchConfig, best: Any, board: pd.DataFrame, arrays: dict[str, Any], tracker: Any,
+def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays: dict[str, Any], tracker: Any,
             out_dir: Path, sid: str, promote: bool) -> dict[str, Any]:
     """Score the best checkpoint once on the test songs and register it."""
     import torch
@@ -283,7 +313,7 @@ def _finish(cfg: SearchConfig, best: Any, board: pd.DataFrame, arrays: dict[str,
                   f"{cfg.name}: test split, {len(test['y_song'])} songs, accuracy {scores['acc']:.3f}")
     model.probabilities = True
     registered = tracker.register_model(
-        model, cfg.tracking["registered_model"] or f"genre-{cfg.task}", test["x"][:2], scores["acc"], sid,
+        model, cfg.tracking["registered_model"] or f"genre-{task}", test["x"][:2], scores["acc"], sid,
         {"classes": ",".join(classes), "feature_settings": str(FeatureSettings.from_config(cfg.features)
                                                                 .as_dict()), "search": cfg.name,
          "input": f"{cfg.features['kind']} clips {tuple(test['x'].shape[1:])}, float32"}, promote=promote)

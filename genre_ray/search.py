@@ -94,15 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     from genre_ray.runner import SearchFailed, run_search as _run
 
     try:
-        summary = _run(cfg, promote=args.promote)
+        summaries = _run(cfg, promote=args.promote)
     except SearchFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    _print_report(summary)
+    for summary in summaries:
+        _print_report(summary)
     return 0
 
 
-def run_search(cfg: SearchConfig, promote: bool = False) -> dict[str, Any]:
+def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]:
     """Run a validated search end to end (see :mod:`genre_ray.runner`)."""
     from genre_ray.runner import run_search as _run
 
@@ -115,7 +116,8 @@ def _print_report(s: dict[str, Any]) -> None:
                         "wall_s"] if c in board.columns]
     params = [c for c in board.columns if c.startswith(("train.", "model."))]
     print()
-    print(f"Leaderboard (top 5 of {len(board)} trials, by {s['metric']} on validation songs):")
+    print(f"Task {s['task']}: leaderboard (top 5 of {len(board)} trials, by {s['metric']} on validation "
+          "songs):")
     print(board[cols + params].head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     t = s["test"]
     print()

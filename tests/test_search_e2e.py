@@ -35,8 +35,12 @@ def searched(tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> d
     space.write_text(yaml.safe_dump({**TINY, "data": {**TINY["data"], "path": str(results / "demo")}}))
     overrides = {"output.results_dir": str(results), "tracking.uri": f"sqlite:///{results / 'mlflow.db'}"}
     first = run_search(load_config(space, overrides))
-    second = run_search(load_config(space, {**overrides, "name": "tiny-again"}))
-    return {"results": results, "first": first, "second": second}
+    assert len(first) == 1
+    # A second search over the same audio, now with two tasks: reads the cache, one search per task.
+    styles = sorted(p.name for p in (results / "demo").iterdir() if p.is_dir())
+    tasks = [{"name": "e2e"}, {"name": "one-vs-rest", "positive": styles[0].upper(), "negative": "rest"}]
+    second = run_search(load_config(space, {**overrides, "name": "tiny-again", "tasks": tasks}))
+    return {"results": results, "first": first[0], "second": second[0], "ovr": second[1]}
 
 
 @pytest.mark.slow
@@ -94,3 +98,13 @@ def test_second_search_hits_the_feature_cache(searched: dict) -> None:
     assert not searched["first"]["cache"]["hit"]
     assert searched["second"]["cache"]["hit"]
     assert searched["second"]["cache"]["path"] == searched["first"]["cache"]["path"]
+
+
+@pytest.mark.slow
+def test_several_tasks_mean_one_search_and_one_model_each(searched: dict) -> None:
+    ovr = searched["ovr"]
+    assert ovr["task"] == "one-vs-rest" and len(ovr["classes"]) == 2 and "rest" in ovr["classes"]
+    assert ovr["registered"]["name"] == "genre-one-vs-rest"
+    assert Path(ovr["out_dir"]).name == "one-vs-rest"
+    splits = pd.read_csv(Path(ovr["out_dir"]) / "splits.csv")
+    assert set(splits["label"]) == set(ovr["classes"])

@@ -1,9 +1,15 @@
 """Song-level train/validation/test splits, stratified by genre and seeded.
 
 Splits are decided on songs before any clip exists, so no song can have clips on both sides.
-Every class with at least three songs gets at least one song in each split; the split sizes
-follow the fractions per class (largest remainder), which keeps the split stratified even on
-tiny collections where scikit-learn's stratified splitters refuse to run.
+
+- Without artists, every class with at least three songs gets at least one song in each split;
+  the split sizes follow the fractions per class, which keeps the split stratified even on tiny
+  collections where scikit-learn's stratified splitters refuse to run.
+- With artists (any non-empty ``artist``), all songs of an artist go to one split: scikit-learn's
+  ``StratifiedGroupKFold`` makes a grouped split, stratified as far as the groups allow. Songs
+  with no known artist are groups of their own.
+- A predefined ``split`` column (GTZAN's fault-filtered lists, FMA's official split) is used as
+  it is, after its names are normalised (training -> train, validation/valid -> val).
 """
 
 from __future__ import annotations
@@ -13,9 +19,16 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLITS", "split_id", "split_report", "split_songs"]
+__all__ = ["SPLITS", "SplitError", "assign_splits", "grouped_split", "predefined_split", "split_id",
+           "split_report", "split_songs"]
 
 SPLITS = ("train", "val", "test")
+_SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                "dev": "val", "test": "test", "testing": "test"}
+
+
+class SplitError(ValueError):
+    """A split that cannot be made honestly; the message says what is missing."""
 
 
 def split_songs(songs: pd.DataFrame, val_fraction: float, test_fraction: float,
@@ -72,3 +85,61 @@ def split_id(song_ids: pd.Series, split: pd.Series) -> str:
     """A short fingerprint of which song is in which split (test scores compare only if equal)."""
     pairs = sorted(zip(song_ids.astype(str), split.astype(str)))
     return hashlib.sha256(repr(pairs).encode()).hexdigest()[:16]
+
+
+def _groups(songs: pd.DataFrame) -> pd.Series:
+    artist = songs["artist"] if "artist" in songs else pd.Series(None, index=songs.index, dtype=object)
+    known = artist.notna() & (artist.astype(str).str.strip() != "")
+    return pd.Series(np.where(known, "artist:" + artist.astype(str).str.strip().str.casefold(),
+                              "song:" + songs["song_id"].astype(str)), index=songs.index)
+
+
+def grouped_split(songs: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
+    """Train/val/test with every artist's songs on one side, stratified as far as groups allow."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = _groups(songs).to_numpy()
+    labels = songs["label"].astype(str).to_numpy()
+    out = pd.Series("train", index=songs.index, dtype=object)
+
+    def one_fold(idx: np.ndarray, fraction: float, salt: int) -> np.ndarray:
+        n_folds = max(2, min(int(round(1 / fraction)), len(set(groups[idx]))))
+        cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed + salt)
+        import warnings
+
+        with warnings.catch_warnings():  # small classes: "least populated class" is expected here
+            warnings.simplefilter("ignore", UserWarning)
+            _, held = next(cv.split(idx, labels[idx], groups[idx]))
+        return idx[held]
+
+    everything = np.arange(len(songs))
+    test = one_fold(everything, test_fraction, 0)
+    rest = np.setdiff1d(everything, test)
+    val = one_fold(rest, val_fraction / (1 - test_fraction), 1)
+    out.iloc[test] = "test"
+    out.iloc[val] = "val"
+    return out
+
+
+def predefined_split(songs: pd.DataFrame) -> pd.Series:
+    """The manifest's own ``split`` column, names normalised; refuses gaps and unknown names."""
+    names = songs["split"].astype(str).str.strip().str.casefold().map(_SPLIT_NAMES)
+    bad = songs.loc[names.isna(), "split"]
+    if len(bad):
+        raise SplitError(f"split column: {bad.iloc[0]!r} of song {songs.loc[bad.index[0], 'song_id']!r} is not "
+                         f"one of {', '.join(sorted(_SPLIT_NAMES))}; fix the value or drop the column")
+    missing = [s for s in ("train", "val") if s not in set(names)]
+    if missing:
+        raise SplitError(f"split column has no {' or '.join(missing)} songs; a search needs train and val "
+                         "(test is optional but then nothing is held out)")
+    return names
+
+
+def assign_splits(songs: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
+                  use_predefined: bool = True) -> tuple[pd.Series, str]:
+    """The split for a search, and how it was made (``predefined``, ``by artist`` or ``by song``)."""
+    if use_predefined and "split" in songs and songs["split"].notna().all():
+        return predefined_split(songs), "predefined"
+    if "artist" in songs and songs["artist"].notna().any():
+        return grouped_split(songs, val_fraction, test_fraction, seed), "by artist"
+    return split_songs(songs, val_fraction, test_fraction, seed), "by song"
