@@ -39,6 +39,7 @@ __all__ = [
 METRICS: dict[str, str] = {
     "val_song_acc": "max",
     "val_song_f1": "max",
+    "val_song_bacc": "max",
     "val_clip_acc": "max",
     "val_clip_f1": "max",
     "val_loss": "min",
@@ -49,6 +50,7 @@ MODEL_NAMES = ("cnn2d",)  # kept in step with genre_ray.models.REGISTRY (a test 
 SOURCES = ("demo", "folder")
 FEATURE_KINDS = ("logmel",)
 OPTIMIZERS = ("adam", "adamw", "sgd")
+IMBALANCE = ("none", "class_weight", "balanced_sampling")
 DIST_KINDS = ("uniform", "loguniform", "int", "choice")
 
 
@@ -210,6 +212,7 @@ _SCHEMA: dict[str, Any] = {
         "lr": (_searchable(_num(0.0, 10.0, lo_open=True)), 1e-3),
         "weight_decay": (_searchable(_num(0.0, 1.0)), 0.0),
         "momentum": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.9),
+        "imbalance": (_searchable(_str(IMBALANCE)), "class_weight"),
         "batch_size": (_searchable(_num(1, 4096, integer=True)), 32),
         "epochs": (_searchable(_num(1, 1000, integer=True)), 10),
         "seed": (_num(0, None, integer=True), 0),

@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, log_loss
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
+                             f1_score, log_loss, roc_auc_score)
 
 __all__ = ["classification_scores", "confusion_png", "majority_baseline", "per_class_report", "song_level"]
 
@@ -35,17 +36,30 @@ def song_level(clip_probs: np.ndarray, clip_song: np.ndarray, n_songs: int | Non
 
 
 def classification_scores(y_true: np.ndarray, probs: np.ndarray, prefix: str = "") -> dict[str, float]:
-    """Accuracy, macro-F1 and cross-entropy of probabilities against true class indices."""
+    """Accuracy, balanced accuracy, macro-F1 and cross-entropy against true class indices.
+
+    Balanced accuracy and macro-F1 are not fooled by class imbalance; for a binary task ROC-AUC
+    (of class 1) is added when both classes are present.
+    """
     n_classes = probs.shape[1]
     pred = probs.argmax(axis=1)
     probs = np.clip(probs.astype(np.float64), 1e-7, 1.0)
     probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax rows are off by ~1e-7
     labels = list(range(n_classes))
-    return {
+    import warnings
+
+    with warnings.catch_warnings():  # a class absent from a tiny validation split is expected
+        warnings.simplefilter("ignore", UserWarning)
+        bacc = float(balanced_accuracy_score(y_true, pred))
+    out = {
         f"{prefix}acc": float(accuracy_score(y_true, pred)),
+        f"{prefix}bacc": bacc,
         f"{prefix}f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),
         f"{prefix}loss": float(log_loss(y_true, probs, labels=labels)),
     }
+    if n_classes == 2 and len(set(np.asarray(y_true).tolist())) == 2:
+        out[f"{prefix}auc"] = float(roc_auc_score(y_true, probs[:, 1]))
+    return out
 
 
 def majority_baseline(y_train: np.ndarray, y_test: np.ndarray, n_classes: int) -> dict[str, float]:

@@ -248,6 +248,10 @@ def _compute(manifest: pd.DataFrame, settings: FeatureSettings, root: Path, fina
         ds.write_parquet(str(tmp), **_PARQUET_ARGS)
         (tmp / _COMPLETE).write_text(json.dumps({"version": CACHE_VERSION, "settings": settings.as_dict(),
                                                  "files": len(items), "written": time.time()}))
+        if final.exists() and not (final / _COMPLETE).exists():
+            # Left by a run killed before the marker existed (or a partial copy): never trusted.
+            log.warning("removing incomplete feature cache folder %s", final)
+            shutil.rmtree(final, ignore_errors=True)
         try:
             os.replace(tmp, final)
         except OSError:  # another run finished the same key first: theirs is as good as ours

@@ -68,7 +68,8 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
         "",
         "## Test (held-out songs, scored once)",
         "",
-        f"Song-level accuracy **{t['acc']:.4f}** and macro-F1 {t['f1']:.4f} on the **test split of "
+        f"Song-level accuracy **{t['acc']:.4f}**, balanced accuracy {t['bacc']:.4f} and macro-F1 "
+        f"{t['f1']:.4f}" + (f", ROC-AUC {t['auc']:.4f}" if "auc" in t else "") + " on the **test split of "
         f"{info['test_songs']} songs** ({info['test_clips']} clips; clip-level accuracy "
         f"{t['clip_acc']:.4f}). A majority-class guess scores {info['baseline']['acc']:.4f} on the "
         "same songs.",

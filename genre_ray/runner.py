@@ -48,6 +48,15 @@ def _collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.Data
         raise SearchFailed(str(exc)) from None
 
 
+def _data_report(skipped: pd.DataFrame, path: Path) -> None:
+    """Write every skipped file with its reason, and say on the console how many and why."""
+    skipped.to_csv(path, index=False)
+    if skipped.empty:
+        return
+    counts = ", ".join(f"{n} {reason}" for reason, n in skipped["reason"].value_counts().items())
+    log.warning("skipped %d files (%s); each with its reason in %s", len(skipped), counts, path)
+
+
 def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, table: Any) -> dict[str, Any]:
     """Clip features grouped by split, with song indices, for training and the final test."""
     from genre_ray.train import TrialData
@@ -169,7 +178,7 @@ def _leaderboard(results: Any, cfg: SearchConfig) -> tuple[pd.DataFrame, dict[st
         row.update({k: v for k, v in sorted(r.config.items())})
         if df is not None and metric in df:
             best = df[metric].idxmax() if cfg.mode == "max" else df[metric].idxmin()
-            for m in ("val_song_acc", "val_song_f1", "val_clip_acc", "val_clip_f1", "val_loss"):
+            for m in ("val_song_acc", "val_song_bacc", "val_song_f1", "val_clip_acc", "val_clip_f1", "val_loss"):
                 row[f"best_{m}"] = float(df.loc[best, m]) if m in df else np.nan
             row["best_epoch"] = int(df.loc[best, "training_iteration"])
             row["epochs"] = int(df["training_iteration"].max())
@@ -224,9 +233,7 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]
     for task in cfg.tasks:
         out_dir = results / cfg.name if len(cfg.tasks) == 1 else results / cfg.name / task["name"]
         out_dir.mkdir(parents=True, exist_ok=True)
-        if len(skipped):
-            log.warning("skipped %d files (listed in %s)", len(skipped), out_dir / "skipped.csv")
-            skipped.to_csv(out_dir / "skipped.csv", index=False)
+        _data_report(skipped, out_dir / "data_report.csv")
         summary = _run_task(cfg, TaskSpec.from_config(task), songs, table, uri, results, out_dir, promote)
         summary.update(out_dir=str(out_dir), tracking_uri=uri, skipped=skipped, name=cfg.name, cache=cache,
                        wall_s=time.perf_counter() - t0)
@@ -236,7 +243,7 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]
              **{f"test_song_{k}": v for k, v in summary["test"].items()}},
             {"best_trial": summary["leaderboard"].loc[0, "trial_id"]},
             [out_dir / f for f in ("leaderboard.csv", "summary.md", "confusion_matrix.png", "splits.csv",
-                                   "skipped.csv", "classes.csv")])
+                                   "data_report.csv", "classes.csv")])
         summaries.append(summary)
     return summaries
 
@@ -306,7 +313,7 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays
     clip_probs = predict_probs(model, test["x"], torch.device("cpu"))
     probs = song_level(clip_probs, test["song"], len(test["y_song"]))
     scores = classification_scores(test["y_song"], probs)
-    scores = {"acc": scores["acc"], "f1": scores["f1"],
+    scores = {**{k: scores[k] for k in ("acc", "bacc", "f1", "auc") if k in scores},
               "clip_acc": classification_scores(test["y"], clip_probs)["acc"]}
     baseline = majority_baseline(arrays["trial"].y_train, test["y_song"], len(classes))
     confusion_png(test["y_song"], probs.argmax(1), classes, out_dir / "confusion_matrix.png",

@@ -126,12 +126,30 @@ def build(data: TrialData, model_name: str, model_params: dict[str, Any]) -> Sta
     return Standardized(net, data.mean, data.std)
 
 
+def _class_weights(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """n / (k * count) per class, k the classes present: each class weighs the same in total."""
+    counts = torch.bincount(y, minlength=n_classes).float()
+    present = int((counts > 0).sum())
+    return torch.where(counts > 0, len(y) / (present * counts.clamp(min=1)), torch.zeros_like(counts))
+
+
 def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                 batch_size: int, device: torch.device, gen: torch.Generator) -> float:
+                 batch_size: int, device: torch.device, gen: torch.Generator, imbalance: str = "none",
+                 n_classes: int | None = None) -> float:
+    """One pass over the training clips.
+
+    ``imbalance``: ``class_weight`` weighs the loss by inverse class frequency;
+    ``balanced_sampling`` draws clips with replacement so that every class is drawn equally often.
+    """
     model.train()
     amp, scaler = _autocast(device)
-    loss_fn = nn.CrossEntropyLoss()
-    order = torch.randperm(len(x), generator=gen)
+    n_classes = n_classes or int(y.max()) + 1
+    weights = _class_weights(y, n_classes)
+    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device) if imbalance == "class_weight" else None)
+    if imbalance == "balanced_sampling":
+        order = torch.multinomial(weights[y], len(y), replacement=True, generator=gen)
+    else:
+        order = torch.randperm(len(x), generator=gen)
     total, seen = 0.0, 0
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
@@ -191,7 +209,8 @@ def train_trial(config: dict[str, Any], data: TrialData, spec: dict[str, Any]) -
         x, y = x.pin_memory(), y.pin_memory()
     epochs = min(int(train["epochs"]), int(spec["max_epochs"]))
     for epoch in range(start, epochs):
-        train_loss = _train_epoch(model, opt, x, y, int(train["batch_size"]), device, gen)
+        train_loss = _train_epoch(model, opt, x, y, int(train["batch_size"]), device, gen,
+                                  train.get("imbalance", "none"), len(data.classes))
         metrics = {"epoch": epoch + 1, "train_loss": train_loss, **validation_metrics(model, data, device)}
         if not np.isfinite(train_loss):
             raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch + 1}; "

@@ -66,3 +66,40 @@ def test_gpu_epoch_with_amp() -> None:
     loss = _train_epoch(model, opt, x, y, 8, device, torch.Generator().manual_seed(0))
     assert np.isfinite(loss)
     assert validation_metrics(model, data, device)["val_clip_acc"] >= 0.0
+
+
+def test_imbalance_class_weights_and_balanced_sampling() -> None:
+    from genre_ray.train import _class_weights
+
+    y = torch.tensor([0] * 8 + [1] * 2)
+    w = _class_weights(y, 3)
+    assert torch.allclose(w[:2], torch.tensor([10 / 16, 10 / 4])) and w[2] == 0
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((10, 16, 20)).astype(np.float32))
+    data = _data()
+    model = build(data, "cnn2d", {"depth": 1, "width": 4, "dropout": 0.0, "batch_norm": False})
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    seen: list[torch.Tensor] = []
+    original = model.forward
+
+    def spy(xb: torch.Tensor) -> torch.Tensor:
+        seen.append(xb[:, 0, 0].clone())
+        return original(xb)
+
+    model.forward = spy  # type: ignore[method-assign]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        _train_epoch(model, opt, x, y, 10, torch.device("cpu"), gen, "balanced_sampling", 2)
+    drawn = torch.cat(seen)
+    minority = torch.isin(drawn, x[8:, 0, 0]).float().mean().item()
+    assert 0.4 < minority < 0.6  # 20 % of the clips, drawn half of the time
+
+
+def test_balanced_metrics_are_not_fooled_by_imbalance() -> None:
+    from genre_ray.evaluate import classification_scores
+
+    y = np.array([0] * 9 + [1])
+    always_zero = np.tile([0.9, 0.1], (10, 1))
+    scores = classification_scores(y, always_zero)
+    assert scores["acc"] == 0.9 and scores["bacc"] == 0.5 and scores["auc"] == 0.5
+    assert scores["f1"] < 0.5
