@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import yaml
 
+from genre_ray.models import INPUT_NDIM, REGISTRY  # names only: no torch is imported
+
 __all__ = [
     "ConfigError",
     "Dist",
@@ -46,9 +48,13 @@ METRICS: dict[str, str] = {
 }
 OBJECTIVE = "val_song_acc"
 
-MODEL_NAMES = ("cnn2d",)  # kept in step with genre_ray.models.REGISTRY (a test checks)
-SOURCES = ("demo", "folder")
-FEATURE_KINDS = ("logmel",)
+MODEL_NAMES = tuple(REGISTRY)
+#: data.source -> the feature kind it gives ("audio": any audio feature kind)
+SOURCES = {"demo": "audio", "folder": "audio", "tags": "audio", "csv": "audio", "fma": "audio",
+           "table": "table", "images": "image"}
+AUDIO_KINDS = ("logmel",)
+FEATURE_KINDS = ("auto", *AUDIO_KINDS, "table", "image")
+_FEATURE_NDIM = {"logmel": 2, "image": 2, "table": 1}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 IMBALANCE = ("none", "class_weight", "balanced_sampling")
 DIST_KINDS = ("uniform", "loguniform", "int", "choice")
@@ -180,8 +186,11 @@ _SCHEMA: dict[str, Any] = {
     "task": (_str(), "demo"),
     "tasks": ("tasks", None),  # a list of task mappings; checked by _tasks below
     "data": {
-        "source": (_str(SOURCES), "demo"),
+        "source": (_str(tuple(SOURCES)), "demo"),
         "path": (_str(optional=True), None),
+        "mapping": (_str(optional=True), None),  # tags: YAML mapping raw genre tags to genres
+        "audio_dir": (_str(optional=True), None),  # fma: the fma_<size> audio folder
+        "subset": (_str(("small", "medium", "large", "full"), optional=True), None),  # fma
         "demo": {
             "genres": (_num(2, 10, integer=True), 8),
             "songs_per_genre": (_num(3, 1000, integer=True), 24),
@@ -191,7 +200,8 @@ _SCHEMA: dict[str, Any] = {
         },
     },
     "features": {
-        "kind": (_str(FEATURE_KINDS), "logmel"),
+        "kind": (_str(FEATURE_KINDS), "auto"),  # auto: logmel for audio, table or image otherwise
+        "image_size": (_num(8, 1024, integer=True), 128),
         "sample_rate": (_num(4000, 96000, integer=True), 22050),
         "clip_seconds": (_num(0.5, 60.0), 3.0),
         "clip_overlap": (_num(0.0, 0.9), 0.5),
@@ -252,6 +262,12 @@ _MODEL_PARAMS: dict[str, dict[str, tuple[Checker, Any]]] = {
     "cnn2d": {
         "depth": (_searchable(_num(1, 6, integer=True)), 3),
         "width": (_searchable(_num(4, 256, integer=True)), 16),
+        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
+        "batch_norm": (_searchable(_bool), True),
+    },
+    "mlp": {
+        "layers": (_searchable(_num(1, 8, integer=True)), 2),
+        "hidden": (_searchable(_num(8, 8192, integer=True)), 128),
         "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
         "batch_norm": (_searchable(_bool), True),
     },
@@ -401,6 +417,38 @@ def _apply(schema: dict[str, Any], given: Any, file: str, prefix: str) -> dict[s
     return out
 
 
+def _check_data(clean: dict[str, Any], file: str) -> None:
+    """Paths exist, and source, feature kind and model fit together."""
+    data, f, model = clean["data"], clean["features"], clean["model"]
+    source = data["source"]
+    gives = SOURCES[source]
+    if f["kind"] == "auto":
+        f["kind"] = "logmel" if gives == "audio" else gives
+    elif (gives == "audio") != (f["kind"] in AUDIO_KINDS) or (gives != "audio" and f["kind"] != gives):
+        raise _err(file, "features.kind", f"does not fit data.source {source} (use auto)", f["kind"])
+    wants_dir = source in ("folder", "tags", "images")
+    if source != "demo":
+        if not data["path"]:
+            what = "folder" if wants_dir else "file"
+            raise _err(file, "data.path", f"is required when data.source is {source} (a {what})", None)
+        path = Path(data["path"]).expanduser()
+        if wants_dir and not path.is_dir():
+            raise _err(file, "data.path", "must be an existing folder", str(path))
+        if not wants_dir and not path.is_file():
+            raise _err(file, "data.path", f"must be an existing file for data.source {source}", str(path))
+    if source == "fma" and not (data["audio_dir"] and Path(data["audio_dir"]).expanduser().is_dir()):
+        raise _err(file, "data.audio_dir", "must be the existing fma audio folder (000/000002.mp3 ...)",
+                   data["audio_dir"])
+    for key in ("mapping",):
+        if data[key] and not Path(data[key]).expanduser().is_file():
+            raise _err(file, f"data.{key}", "must be an existing file", data[key])
+    ndim = _FEATURE_NDIM[f["kind"]]
+    if ndim not in INPUT_NDIM[model["name"]]:
+        fits = [m for m, dims in INPUT_NDIM.items() if ndim in dims]
+        raise _err(file, "model.name", f"does not take {f['kind']} features (models that do: {', '.join(fits)})",
+                   model["name"])
+
+
 def parse_config(raw: Any, source_file: str = "<config>") -> SearchConfig:
     """Validate a parsed YAML document and fill in defaults.
 
@@ -438,12 +486,7 @@ def parse_config(raw: Any, source_file: str = "<config>") -> SearchConfig:
     if frames < 8:
         raise _err(source_file, "features.clip_seconds",
                    "gives fewer than 8 frames at this hop_length", f["clip_seconds"])
-    if clean["data"]["source"] == "folder" and not clean["data"]["path"]:
-        raise _err(source_file, "data.path", "is required when data.source is folder", None)
-    if clean["data"]["path"] and clean["data"]["source"] == "folder":
-        path = Path(clean["data"]["path"]).expanduser()
-        if not path.is_dir():
-            raise _err(source_file, "data.path", "must be an existing folder", str(path))
+    _check_data(clean, source_file)
     clean["tasks"] = _tasks(clean["tasks"], source_file, clean["task"])
     name = clean.pop("name") or Path(source_file).stem
     return SearchConfig(source_file=source_file, name=name, raw=copy.deepcopy(raw), **clean)

@@ -42,7 +42,7 @@ class FeatureSettings:
     @classmethod
     def from_config(cls, features: dict[str, Any]) -> FeatureSettings:
         """Build from the validated ``features:`` section of a search space."""
-        skip = {"kind", "cache_dir", "batch_files"}
+        skip = {"kind", "cache_dir", "batch_files", "image_size"}
         return cls(kinds=(features["kind"],), **{k: v for k, v in features.items() if k not in skip})
 
     @property

@@ -7,6 +7,7 @@ validation features into the object store once -> Tuner(OptunaSearch + ASHA) -> 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -18,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from genre_ray.config import SearchConfig
-from genre_ray.data.collection import CollectionError, folder_manifest
+from genre_ray.data.collection import MANIFEST_COLUMNS, SKIPPED_COLUMNS, CollectionError, folder_manifest
 from genre_ray.data.demo import DemoSpec, ensure_demo_collection
+from genre_ray.data.tables import image_manifest, table_manifest
 from genre_ray.data.splits import SplitError, assign_splits, split_id, split_report
 from genre_ray.data.tasks import TaskError, TaskSpec, apply_task
 from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline, song_level
@@ -36,16 +38,80 @@ class SearchFailed(RuntimeError):
 
 
 def _collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The manifest of the configured source, and the files its scan had to skip."""
     data = cfg.data
-    if data["source"] == "demo":
-        root = Path(data["path"]).expanduser() if data["path"] else results / "demo_collection"
-        ensure_demo_collection(root, DemoSpec(**data["demo"]))
-    else:
-        root = Path(data["path"]).expanduser()
+    source, path = data["source"], Path(data["path"]).expanduser() if data["path"] else None
     try:
-        return folder_manifest(root)
+        if source == "demo":
+            root = path or results / "demo_collection"
+            return folder_manifest(ensure_demo_collection(root, DemoSpec(**data["demo"])))
+        if source == "folder":
+            return folder_manifest(path)
+        if source == "tags":
+            from genre_ray.data.tags import tag_manifest
+
+            manifest, skipped, unmapped = tag_manifest(path, data["mapping"])
+            if len(unmapped):
+                log.warning("genre tags with no mapping (add them to data.mapping): %s",
+                            ", ".join(f"{r.raw_genre} ({r.files})" for r in unmapped.head(15).itertuples()))
+            return manifest, skipped
+        if source == "csv":
+            from genre_ray.data.manifests import csv_manifest
+
+            return csv_manifest(path)
+        if source == "fma":
+            from genre_ray.data.manifests import fma_manifest
+
+            return fma_manifest(path, Path(data["audio_dir"]).expanduser(), data["subset"])
+        if source == "images":
+            return image_manifest(path)
+        if source == "table":  # rows and values are read together with the features (_featurize)
+            return pd.DataFrame(columns=MANIFEST_COLUMNS), pd.DataFrame(columns=SKIPPED_COLUMNS)
+        raise SearchFailed(f"data.source {source} has no reader")  # config validation prevents this
     except CollectionError as exc:
         raise SearchFailed(str(exc)) from None
+
+
+def _drop_copies(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Count byte-identical files once, so a copy cannot sit in two splits."""
+    dup = manifest.duplicated("sha")
+    if not dup.any():
+        return manifest, pd.DataFrame(columns=["path", "stage", "reason", "detail"])
+    first = manifest.drop_duplicates("sha").set_index("sha")["path"]
+    copies = manifest[dup]
+    log.warning("%d files are byte-identical copies of others; each is counted once", int(dup.sum()))
+    report = pd.DataFrame({"path": copies["path"], "stage": "scan", "reason": "duplicate",
+                           "detail": [f"same bytes as {first[s]}" for s in copies["sha"]]})
+    return manifest[~dup].reset_index(drop=True), report
+
+
+def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tuple[Any, pd.DataFrame]:
+    """Features of every row of the manifest, by the source's kind, and the manifest with ``sha``."""
+    from genre_ray.pipeline import FeatureTable, content_hashes, featurize
+
+    kind = cfg.features["kind"]
+    if kind == "table":
+        try:
+            rows, values, names, skipped = table_manifest(cfg.data["path"])
+        except CollectionError as exc:
+            raise SearchFailed(str(exc)) from None
+        clips = pd.DataFrame({"sha": rows["sha"], "clip": 0, "start_s": 0.0})
+        log.info("features: %d columns read from the table (no audio to featurize)", len(names))
+        return FeatureTable({"table": values}, clips, skipped, str(cfg.data["path"]), cache_hit=True,
+                            info={"cache_key": hashlib.sha256(values.tobytes()).hexdigest()[:24]}), rows
+    manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
+    _ray_init(cfg)
+    if kind == "image":
+        from genre_ray.pipeline import featurize_images
+
+        table = featurize_images(manifest, cfg.features["image_size"])
+    else:
+        settings = FeatureSettings.from_config(cfg.features)
+        cache_dir = cfg.features["cache_dir"] or results / "cache"
+        table = featurize(manifest, settings, cache_dir, cfg.features["batch_files"])
+    log.info("features: %s (%s, %d clips, %.1f s)", table.cache_path, "cache hit" if table.cache_hit else
+             "computed", len(table.clips), table.seconds)
+    return table, manifest
 
 
 def _data_report(skipped: pd.DataFrame, path: Path) -> None:
@@ -57,13 +123,16 @@ def _data_report(skipped: pd.DataFrame, path: Path) -> None:
     log.warning("skipped %d files (%s); each with its reason in %s", len(skipped), counts, path)
 
 
-def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, table: Any) -> dict[str, Any]:
+def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame, table: Any) -> dict[str, Any]:
     """Clip features grouped by split, with song indices, for training and the final test."""
     from genre_ray.train import TrialData
 
-    x = table.features[cfg.features["kind"]]
-    pos = pd.Series(np.arange(len(songs)), index=songs["sha"])
-    clip_song = pos.loc[table.clips["sha"]].to_numpy()
+    pos = pd.Series(np.arange(len(songs)), index=songs["song_id"])
+    song_of_sha = manifest.drop_duplicates("sha").set_index("sha")["song_id"]
+    clip_song = pos.reindex(song_of_sha.reindex(table.clips["sha"]).to_numpy()).to_numpy()
+    in_task = ~np.isnan(clip_song)  # clips of songs that this task leaves out
+    x = table.features[cfg.features["kind"]][in_task]
+    clip_song = clip_song[in_task].astype(np.int64)
     classes = sorted(songs["label"].unique())
     y_song = songs["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     parts = {}
@@ -78,9 +147,10 @@ def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, table: Any) -> dict[st
     if len(tr) == 0 or len(parts["val"]["x"]) == 0:
         raise SearchFailed("too few songs to make train and validation splits; each genre needs at "
                            "least 3 readable songs")
+    axes = (0, 2) if tr.ndim == 3 else (0,)  # per bin (over time) for 2-D clips, per column for vectors
     trial = TrialData(tr, parts["train"]["y"], parts["val"]["x"], parts["val"]["y"], parts["val"]["song"],
-                      parts["val"]["y_song"], classes, mean=tr.mean(axis=(0, 2)),
-                      std=tr.std(axis=(0, 2)) + 1e-5)
+                      parts["val"]["y_song"], classes, mean=tr.mean(axis=axes, keepdims=True)[0],
+                      std=tr.std(axis=axes, keepdims=True)[0] + 1e-5)
     return {"trial": trial, "test": parts["test"], "classes": classes}
 
 
@@ -201,7 +271,7 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]
     Returns:
         One summary per task (what the command line prints).
     """
-    from genre_ray.pipeline import content_hashes, featurize
+    from genre_ray.pipeline import content_hashes
     from genre_ray.tracking import TrackingError, check_reachable, default_tracking_uri
 
     t0 = time.perf_counter()
@@ -213,28 +283,23 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]
         raise SearchFailed(str(exc)) from None
 
     manifest, skipped = _collection(cfg, results)
-    manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
-    dup = manifest.duplicated("sha")
-    if dup.any():
-        log.warning("%d files are byte-identical copies of others; each is counted once", int(dup.sum()))
-        copies = manifest[dup].assign(stage="scan", reason="duplicate", detail="same bytes as another file")
-        skipped = pd.concat([skipped, copies[["path", "stage", "reason", "detail"]]], ignore_index=True)
-        manifest = manifest[~dup].reset_index(drop=True)
-    _ray_init(cfg)
-    settings = FeatureSettings.from_config(cfg.features)
-    cache_dir = cfg.features["cache_dir"] or results / "cache"
-    table = featurize(manifest, settings, cache_dir, cfg.features["batch_files"])
-    log.info("features: %s (%s, %d clips, %.1f s)", table.cache_path, "cache hit" if table.cache_hit else
-             "computed", len(table.clips), table.seconds)
+    if cfg.features["kind"] == "table":
+        table, manifest = _featurize(cfg, manifest, results)
+    else:
+        manifest, copies = _drop_copies(manifest.assign(sha=content_hashes(manifest["path"].tolist())))
+        table, manifest = _featurize(cfg, manifest, results)
+        skipped = pd.concat([skipped, copies], ignore_index=True)
     skipped = pd.concat([skipped, table.skipped], ignore_index=True)
-    songs = manifest[manifest["sha"].isin(set(table.clips["sha"]))].reset_index(drop=True)
+    rows = manifest[manifest["sha"].isin(set(table.clips["sha"]))].reset_index(drop=True)
+    songs = rows.drop_duplicates("song_id").reset_index(drop=True)  # a table has rows per segment
     cache = {"path": table.cache_path, "hit": table.cache_hit, "clips": len(table.clips), "files": len(manifest)}
     summaries = []
     for task in cfg.tasks:
         out_dir = results / cfg.name if len(cfg.tasks) == 1 else results / cfg.name / task["name"]
         out_dir.mkdir(parents=True, exist_ok=True)
         _data_report(skipped, out_dir / "data_report.csv")
-        summary = _run_task(cfg, TaskSpec.from_config(task), songs, table, uri, results, out_dir, promote)
+        summary = _run_task(cfg, TaskSpec.from_config(task), songs, rows, table, uri, results, out_dir,
+                            promote)
         summary.update(out_dir=str(out_dir), tracking_uri=uri, skipped=skipped, name=cfg.name, cache=cache,
                        wall_s=time.perf_counter() - t0)
         write_summary(out_dir / "summary.md", summary)
@@ -248,7 +313,7 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]
     return summaries
 
 
-def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, table: Any, uri: str,
+def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: pd.DataFrame, table: Any, uri: str,
               results: Path, out_dir: Path, promote: bool) -> dict[str, Any]:
     """Label, split, search and register one genre task."""
     from genre_ray.tracking import Tracker, TrackingError, git_commit
@@ -266,7 +331,7 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, table:
     sid = split_id(songs["song_id"], songs["split"])
     songs[["song_id", "artist", "raw_label", "label", "split", "path"]].to_csv(out_dir / "splits.csv", index=False)
     log.info("task %s: songs per split (%s):\n%s", task.name, how, split_table.to_string())
-    arrays = _split_arrays(cfg, songs, table)
+    arrays = _split_arrays(cfg, songs, rows, table)
 
     tags = {"git_commit": git_commit(), "data_fingerprint": table.info["cache_key"],
             "feature_hash": table.info["cache_key"], "split_id": sid, "split_method": how,

@@ -40,7 +40,7 @@ class TrialData:
     val_song: np.ndarray  # (n_val_clips,) song index in [0, n_val_songs)
     y_val_song: np.ndarray  # (n_val_songs,) class index
     classes: list[str]
-    mean: np.ndarray  # per-bin statistics of the training clips, for standardisation
+    mean: np.ndarray  # statistics of the training clips, shaped to broadcast over one example
     std: np.ndarray
 
     @property
@@ -58,8 +58,9 @@ class Standardized(nn.Module):
     def __init__(self, net: nn.Module, mean: np.ndarray, std: np.ndarray, probabilities: bool = False) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32)[:, None])
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32)[:, None])
+        # Shaped to broadcast over one example: (bins, 1) for clips, (features,) for vectors.
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
         self.probabilities = probabilities
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

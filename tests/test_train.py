@@ -18,7 +18,7 @@ def _data(n: int = 24, classes: int = 3) -> TrialData:
     x = (rng.standard_normal((n, 16, 20)) + y[:, None, None] * 2.0).astype(np.float32)
     # validation: 6 songs of 2 clips each (clip i and i + 6 share a song and a label)
     return TrialData(x, y, x[:12], y[:12], np.arange(12) % 6, np.arange(6) % classes, ["a", "b", "c"],
-                     mean=x.mean(axis=(0, 2)), std=x.std(axis=(0, 2)))
+                     mean=x.mean(axis=(0, 2), keepdims=True)[0], std=x.std(axis=(0, 2), keepdims=True)[0])
 
 
 def test_cpu_when_no_gpu_is_asked_or_visible(caplog: pytest.LogCaptureFixture) -> None:

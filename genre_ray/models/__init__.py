@@ -11,12 +11,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["REGISTRY", "UnknownModelError", "build_model", "model_class"]
+__all__ = ["INPUT_NDIM", "REGISTRY", "UnknownModelError", "build_model", "model_class"]
 
 #: name -> "module:Class", imported only when used so that config validation stays light.
 REGISTRY: dict[str, str] = {
     "cnn2d": "genre_ray.models.cnn2d:CNN2D",
+    "mlp": "genre_ray.models.mlp:MLP",
 }
+
+#: Feature dimensions (without the batch axis) each model accepts; config checks this early.
+INPUT_NDIM: dict[str, tuple[int, ...]] = {"cnn2d": (2,), "mlp": (1, 2)}
 
 
 class UnknownModelError(KeyError):
