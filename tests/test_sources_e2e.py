@@ -86,3 +86,90 @@ def test_search_on_the_real_gtzan_feature_table(tmp_path: Path, ray_session: obj
                               "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
     [summary] = run_search(cfg)
     assert len(summary["classes"]) == 10 and summary["test_songs"] == 10
+
+
+def _images(root: Path, per_class: int = 6) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, label in enumerate(["Classical", "Rock", "Pop"]):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            stripes = np.zeros((40, 50), np.uint8)
+            stripes[:, c * 15: c * 15 + 10] = 200  # each class lights a different band
+            noise = rng.integers(0, 40, size=stripes.shape).astype(np.uint8)
+            Image.fromarray(stripes + noise).convert("RGB").save(root / label / f"{label} {i}.png")
+    (root / "Rock" / "broken.jpg").write_bytes(b"not an image")
+    return root
+
+
+@pytest.mark.slow
+def test_search_on_a_spectrogram_image_folder(tmp_path: Path, ray_session: object) -> None:
+    from genre_ray.runner import run_search
+
+    root = _images(tmp_path / "images")
+    space = _space(tmp_path, {"task": "images", "data": {"source": "images", "path": str(root)},
+                              "features": {"image_size": 32},
+                              "model": {"name": "cnn2d", "params": {"depth": 2, "width": 4}},
+                              "train": {"lr": 0.01, "epochs": 4},
+                              "search": {**SMALL_SEARCH, "max_epochs": 4, "grace_period": 4}})
+    cfg = load_config(space, {"output.results_dir": str(tmp_path / "results"),
+                              "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    [summary] = run_search(cfg)
+    assert summary["classes"] == ["Classical", "Pop", "Rock"] and summary["test_songs"] == 3
+    report = pd.read_csv(Path(summary["out_dir"]) / "data_report.csv")
+    assert list(report["reason"]) == ["undecodable"] and report["path"][0].endswith("broken.jpg")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "spectrogram_images_dev").exists(), reason="../shared/data absent")
+def test_real_spectrogram_images_load(ray_session: object) -> None:
+    from genre_ray.data.tables import image_manifest
+    from genre_ray.pipeline import content_hashes, featurize_images
+
+    manifest, _ = image_manifest(SHARED_DATA / "spectrogram_images_dev")
+    manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
+    table = featurize_images(manifest, 64)
+    assert table.features["image"].shape == (14, 64, 64) and table.skipped.empty
+    assert 0.0 <= table.features["image"].min() and table.features["image"].max() <= 1.0
+
+
+@pytest.mark.slow
+def test_csv_manifest_with_artists_gives_an_artist_split(tiny_demo: Path, tmp_path: Path,
+                                                         ray_session: object) -> None:
+    from genre_ray.runner import run_search
+
+    files = sorted(tiny_demo.rglob("*.wav"))
+    rows = [{"path": str(p.relative_to(tiny_demo)), "label": p.parent.name, "artist": f"{p.parent.name}-{i // 2}"}
+            for i, p in enumerate(files)]
+    csv = tiny_demo / "manifest.csv"  # relative paths resolve against the CSV's folder
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    space = _space(tmp_path, {"task": "csv", "data": {"source": "csv", "path": str(csv)},
+                              "features": {"clip_seconds": 1.0, "n_mels": 32},
+                              "model": {"name": "cnn2d", "params": {"depth": 1, "width": 4}},
+                              "split": {"val_fraction": 0.2, "test_fraction": 0.2},
+                              "search": {**SMALL_SEARCH, "num_samples": 1, "max_epochs": 1}})
+    cfg = load_config(space, {"output.results_dir": str(tmp_path / "results"),
+                              "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    [summary] = run_search(cfg)
+    assert summary["split_method"] == "by artist"
+    splits = pd.read_csv(Path(summary["out_dir"]) / "splits.csv")
+    assert (splits.groupby("artist")["split"].nunique() == 1).all()
+    assert set(splits["split"]) == {"train", "val", "test"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "mp3_dev").exists(), reason="../shared/data absent")
+def test_real_stereo_mp3s_featurize(tmp_path: Path, ray_session: object) -> None:
+    from genre_ray.data.manifests import csv_manifest
+    from genre_ray.features import FeatureSettings
+    from genre_ray.pipeline import featurize
+
+    mp3s = sorted((SHARED_DATA / "mp3_dev").glob("*.mp3"))
+    csv = tmp_path / "mp3.csv"
+    pd.DataFrame({"path": [str(p) for p in mp3s], "label": [p.stem for p in mp3s]}).to_csv(csv, index=False)
+    manifest, skipped = csv_manifest(csv)
+    assert skipped.empty and len(manifest) == 6
+    table = featurize(manifest, FeatureSettings(), tmp_path / "cache")
+    assert table.skipped.empty and table.clips["sha"].nunique() == 6
+    assert np.isfinite(table.features["logmel"]).all()
