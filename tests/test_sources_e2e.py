@@ -48,6 +48,16 @@ def _space(tmp_path: Path, doc: dict) -> Path:
     return path
 
 
+def _search(tmp_path: Path, doc: dict) -> dict:
+    """Run a one-task search of ``doc`` with results and MLflow under ``tmp_path``."""
+    from genre_ray.runner import run_search
+
+    cfg = load_config(_space(tmp_path, doc), {"output.results_dir": str(tmp_path / "results"),
+                                              "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    [summary] = run_search(cfg)
+    return summary
+
+
 def test_model_must_fit_the_features(tmp_path: Path) -> None:
     table = _table(tmp_path / "features.csv")
     with pytest.raises(ConfigError, match="model.name: does not take table features .*mlp"):
@@ -56,16 +66,11 @@ def test_model_must_fit_the_features(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_search_on_a_feature_table(tmp_path: Path, ray_session: object) -> None:
-    from genre_ray.runner import run_search
-
     table = _table(tmp_path / "features.csv")
-    space = _space(tmp_path, {"task": "table", "data": {"source": "table", "path": str(table)},
+    summary = _search(tmp_path, {"task": "table", "data": {"source": "table", "path": str(table)},
                               "model": {"name": "mlp", "params": {"hidden": {"choice": [16, 32]}}},
                               "train": {"lr": 0.01, "epochs": 15},
                               "search": {**SMALL_SEARCH, "max_epochs": 15, "grace_period": 15}})
-    cfg = load_config(space, {"output.results_dir": str(tmp_path / "results"),
-                              "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
-    [summary] = run_search(cfg)
     splits = pd.read_csv(Path(summary["out_dir"]) / "splits.csv")
     assert splits["song_id"].is_unique and len(splits) == 18  # songs, not segments, are split
     assert summary["test_songs"] == 3 and summary["test_clips"] == 9
@@ -77,14 +82,10 @@ def test_search_on_a_feature_table(tmp_path: Path, ray_session: object) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "gtzan_features_30_sec_dev.csv").exists(), reason="../shared/data absent")
 def test_search_on_the_real_gtzan_feature_table(tmp_path: Path, ray_session: object) -> None:
-    from genre_ray.runner import run_search
 
-    space = _space(tmp_path, {"task": "gtzan-table", "model": {"name": "mlp"}, "search": SMALL_SEARCH,
+    summary = _search(tmp_path, {"task": "gtzan-table", "model": {"name": "mlp"}, "search": SMALL_SEARCH,
                               "data": {"source": "table",
                                        "path": str(SHARED_DATA / "gtzan_features_30_sec_dev.csv")}})
-    cfg = load_config(space, {"output.results_dir": str(tmp_path / "results"),
-                              "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
-    [summary] = run_search(cfg)
     assert len(summary["classes"]) == 10 and summary["test_songs"] == 10
 
 
@@ -105,17 +106,12 @@ def _images(root: Path, per_class: int = 6) -> Path:
 
 @pytest.mark.slow
 def test_search_on_a_spectrogram_image_folder(tmp_path: Path, ray_session: object) -> None:
-    from genre_ray.runner import run_search
-
     root = _images(tmp_path / "images")
-    space = _space(tmp_path, {"task": "images", "data": {"source": "images", "path": str(root)},
+    summary = _search(tmp_path, {"task": "images", "data": {"source": "images", "path": str(root)},
                               "features": {"image_size": 32},
                               "model": {"name": "cnn2d", "params": {"depth": 2, "width": 4}},
                               "train": {"lr": 0.01, "epochs": 4},
                               "search": {**SMALL_SEARCH, "max_epochs": 4, "grace_period": 4}})
-    cfg = load_config(space, {"output.results_dir": str(tmp_path / "results"),
-                              "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
-    [summary] = run_search(cfg)
     assert summary["classes"] == ["Classical", "Pop", "Rock"] and summary["test_songs"] == 3
     report = pd.read_csv(Path(summary["out_dir"]) / "data_report.csv")
     assert list(report["reason"]) == ["undecodable"] and report["path"][0].endswith("broken.jpg")
@@ -137,21 +133,16 @@ def test_real_spectrogram_images_load(ray_session: object) -> None:
 @pytest.mark.slow
 def test_csv_manifest_with_artists_gives_an_artist_split(tiny_demo: Path, tmp_path: Path,
                                                          ray_session: object) -> None:
-    from genre_ray.runner import run_search
-
     files = sorted(tiny_demo.rglob("*.wav"))
     rows = [{"path": str(p.relative_to(tiny_demo)), "label": p.parent.name, "artist": f"{p.parent.name}-{i // 2}"}
             for i, p in enumerate(files)]
     csv = tiny_demo / "manifest.csv"  # relative paths resolve against the CSV's folder
     pd.DataFrame(rows).to_csv(csv, index=False)
-    space = _space(tmp_path, {"task": "csv", "data": {"source": "csv", "path": str(csv)},
+    summary = _search(tmp_path, {"task": "csv", "data": {"source": "csv", "path": str(csv)},
                               "features": {"clip_seconds": 1.0, "n_mels": 32},
                               "model": {"name": "cnn2d", "params": {"depth": 1, "width": 4}},
                               "split": {"val_fraction": 0.2, "test_fraction": 0.2},
                               "search": {**SMALL_SEARCH, "num_samples": 1, "max_epochs": 1}})
-    cfg = load_config(space, {"output.results_dir": str(tmp_path / "results"),
-                              "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
-    [summary] = run_search(cfg)
     assert summary["split_method"] == "by artist"
     splits = pd.read_csv(Path(summary["out_dir"]) / "splits.csv")
     assert (splits.groupby("artist")["split"].nunique() == 1).all()

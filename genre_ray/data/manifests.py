@@ -210,10 +210,8 @@ def _csv_row(rec: dict[str, Any], csv_path: Path,
     if song_id in seen_ids:
         return None, skip_row(path, "duplicate_song_id", f"song_id {song_id!r} ({where}) is used by an "
                               "earlier row; give each song its own id")
-    duration, bad = probe_duration(path)
-    if bad is not None and bad["reason"] == "missing":
-        bad["detail"] = (f"file not found ({where}); fix the path - relative paths are read from "
-                         f"{csv_path.parent}")
+    duration, bad = _probe(path, f"file not found ({where}); fix the path - relative paths are read from "
+                                 f"{csv_path.parent}")
     if bad is not None:
         return None, bad
     return {"path": str(path), "song_id": song_id, "artist": _clean(rec.get("artist")), "label": label,
@@ -258,6 +256,14 @@ def _in_subset(tracks: pd.DataFrame, subset: str | None, tracks_csv: Path) -> pd
     return tracks.loc[member]
 
 
+def _probe(path: Path, missing_detail: str) -> tuple[float, dict[str, str] | None]:
+    """Duration from the header, or the skip row; a missing file gets the source's own advice."""
+    duration, bad = probe_duration(path)
+    if bad is not None and bad["reason"] == "missing":
+        bad["detail"] = missing_detail
+    return duration, bad
+
+
 def _fma_row(track_id: int, meta: dict[str, str | None], audio_dir: Path,
              subset: str | None) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
     """One FMA track -> a manifest row, or the ``skipped`` row saying why not."""
@@ -265,10 +271,8 @@ def _fma_row(track_id: int, meta: dict[str, str | None], audio_dir: Path,
     if meta["label"] is None:
         return None, skip_row(path, "no_top_genre", f"FMA track {track_id} has no top genre "
                               "(track.genre_top); it cannot be labelled, so it is left out")
-    duration, bad = probe_duration(path)
-    if bad is not None and bad["reason"] == "missing":
-        bad["detail"] = (f"no audio for FMA track {track_id}; check audio_dir and that the subset's zip "
-                         f"({subset or 'full'}) is fully extracted")
+    duration, bad = _probe(path, f"no audio for FMA track {track_id}; check audio_dir and that the subset's "
+                                 f"zip ({subset or 'full'}) is fully extracted")
     if bad is not None:
         return None, bad
     row = {"path": str(path), "song_id": f"fma/{track_id:06d}", "artist": meta["artist"],
