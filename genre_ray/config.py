@@ -212,6 +212,9 @@ _SCHEMA: dict[str, Any] = {
         "f_max": (_optional(_num(0.0, None, lo_open=True)), None),
         "cache_dir": (_str(optional=True), None),  # default: <results_dir>/cache
         "batch_files": (_num(1, 4096, integer=True), 8),
+        # A longer song is represented by this many clips spread evenly over it, and only those
+        # stretches are decoded: memory stays bounded on 20-minute files. null: every clip.
+        "max_clips_per_song": (_optional(_num(1, 100000, integer=True)), 40),
     },
     "model": {
         "name": (_str(MODEL_NAMES), "cnn2d"),

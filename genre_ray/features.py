@@ -38,6 +38,7 @@ class FeatureSettings:
     n_mfcc: int = 20
     n_chroma: int = 12
     top_db: float = 80.0
+    max_clips_per_song: int | None = None  # longer songs: this many clips spread evenly over the song
 
     @classmethod
     def from_config(cls, features: dict[str, Any]) -> FeatureSettings:

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from genre_ray.data.audio import AudioError, cut_clips, decode
+from genre_ray.data.audio import AudioError, decode_clips
 from genre_ray.data.collection import SKIPPED_COLUMNS
 from genre_ray.features import FeatureSettings, compute_features
 
@@ -126,7 +126,7 @@ def featurize_batch(batch: dict[str, np.ndarray], settings: dict[str, Any]) -> p
     hop = max(1, int(round(s.clip_samples * (1 - s.clip_overlap))))
     for path, sha in zip(batch["path"], batch["sha"]):
         try:
-            clips = cut_clips(decode(str(path), s.sample_rate), s.clip_samples, s.clip_overlap)
+            clips = decode_clips(str(path), s.sample_rate, s.clip_samples, s.clip_overlap, s.max_clips_per_song)
         except AudioError as exc:
             shas.append(sha)
             clip_idx.append(-1)

@@ -12,7 +12,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
-__all__ = ["AUDIO_EXTENSIONS", "AudioError", "clip_bounds", "cut_clips", "decode"]
+__all__ = ["AUDIO_EXTENSIONS", "AudioError", "clip_bounds", "cut_clips", "decode", "decode_clips"]
 
 #: Extensions read as audio, matched case-insensitively.
 AUDIO_EXTENSIONS = (".wav", ".au", ".aiff", ".aif", ".flac", ".ogg", ".opus", ".mp3")
@@ -50,11 +50,24 @@ def decode(path: str, sample_rate: int) -> np.ndarray:
     try:
         data, sr = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-        raise AudioError(path, "undecodable",
-                         f"cannot decode ({exc}); check that it is a complete audio file "
-                         "in a format libsndfile reads") from None
+        raise _undecodable(path, exc) from None
     if data.size == 0 or sr <= 0:
         raise AudioError(path, "empty", "holds no audio samples; remove it or replace it")
+    wave = _mono_finite(path, data)
+    if wave.shape[0] / sr < _MIN_SECONDS:
+        raise AudioError(path, "too_short", f"is only {wave.shape[0] / sr:.2f} s long "
+                         f"(at least {_MIN_SECONDS} s is needed)")
+    _refuse_silence(path, wave)
+    return _resample(wave, sr, sample_rate)
+
+
+def _undecodable(path: str, exc: BaseException) -> AudioError:
+    return AudioError(path, "undecodable", f"cannot decode ({exc}); check that it is a complete audio file "
+                      "in a format libsndfile reads")
+
+
+def _mono_finite(path: str, data: np.ndarray) -> np.ndarray:
+    """Channels averaged; a few NaN or infinite samples zeroed, a file of mostly NaN refused."""
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     bad = ~np.isfinite(wave)
     if bad.any():
@@ -62,14 +75,56 @@ def decode(path: str, sample_rate: int) -> np.ndarray:
             raise AudioError(path, "nan", f"{bad.mean():.0%} of its samples are NaN or infinite; "
                              "re-export the file")
         wave = np.where(bad, 0.0, wave).astype(np.float32)
-    if wave.shape[0] / sr < _MIN_SECONDS:
-        raise AudioError(path, "too_short", f"is only {wave.shape[0] / sr:.2f} s long "
-                         f"(at least {_MIN_SECONDS} s is needed)")
+    return wave
+
+
+def _refuse_silence(path: str, wave: np.ndarray) -> None:
     if float(np.sqrt(np.mean(wave.astype(np.float64) ** 2))) < _SILENCE_RMS:
         raise AudioError(path, "silent", "is silent; remove it or check the export")
+
+
+def _resample(wave: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
     if sr != sample_rate:
         wave = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def decode_clips(path: str, sample_rate: int, clip_samples: int, overlap: float,
+                 max_clips: int | None = None) -> np.ndarray:
+    """The clips of a song, ``(n_clips, clip_samples)`` float32 mono at ``sample_rate``.
+
+    A song with more than ``max_clips`` clips is represented by ``max_clips`` clips evenly spread
+    over it, and only those stretches of the file are read: a 20-minute file, or one with many
+    channels at a high rate, is decoded in memory bounded by the clips that are used.
+
+    Raises:
+        AudioError: as :func:`decode`.
+    """
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+        raise _undecodable(path, exc) from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(path, "empty", "holds no audio samples; remove it or replace it")
+    starts = clip_bounds(int(info.frames * sample_rate / info.samplerate), clip_samples, overlap)
+    if max_clips is None or len(starts) <= max_clips:
+        return cut_clips(decode(path, sample_rate), clip_samples, overlap)
+    picked = [starts[i] for i in np.linspace(0, len(starts) - 1, max_clips).round().astype(int)]
+    ratio = info.samplerate / sample_rate
+    span = int(np.ceil(clip_samples * ratio)) + 16
+    clips = np.zeros((len(picked), clip_samples), np.float32)
+    try:
+        with sf.SoundFile(path) as f:
+            for i, start in enumerate(picked):
+                f.seek(min(int(start * ratio), max(0, info.frames - 1)))
+                block = f.read(span, dtype="float32", always_2d=True)
+                if block.size:
+                    wave = _resample(_mono_finite(path, block), info.samplerate, sample_rate)[:clip_samples]
+                    clips[i, : len(wave)] = wave
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        raise _undecodable(path, exc) from None
+    _refuse_silence(path, clips.ravel())
+    return clips
 
 
 def clip_bounds(n_samples: int, clip_samples: int, overlap: float) -> list[int]:
