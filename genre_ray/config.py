@@ -233,6 +233,8 @@ _SCHEMA: dict[str, Any] = {
     "split": {
         "val_fraction": (_num(0.0, 0.5, lo_open=True, hi_open=True), 0.15),
         "test_fraction": (_num(0.0, 0.5, lo_open=True, hi_open=True), 0.2),
+        # k-fold cross-validation over the non-test songs: the objective is the mean over folds
+        "folds": (_optional(_num(2, 20, integer=True)), None),
         "seed": (_num(0, None, integer=True), 0),
     },
     "search": {

@@ -86,7 +86,7 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
                   f"Load it with `mlflow.pyfunc.load_model(\"models:/{reg['name']}@{reg['alias']}\")`."]
     else:
         lines += ["Not registered: tracking was unavailable (see the log)."]
-    lines += ["", "## Songs per split", "", _md_table(info["split_table"].reset_index())]
+    lines += ["", "## Songs per class and split (last row: clips)", "", _md_table(info["split_table"].reset_index())]
     skipped = info.get("skipped")
     if skipped is not None and len(skipped):
         lines += ["", f"## Skipped files ({len(skipped)})", "", _md_table(skipped)]

@@ -22,7 +22,7 @@ from genre_ray.config import SearchConfig
 from genre_ray.data.collection import MANIFEST_COLUMNS, SKIPPED_COLUMNS, CollectionError, folder_manifest
 from genre_ray.data.demo import DemoSpec, ensure_demo_collection
 from genre_ray.data.tables import image_manifest, table_manifest
-from genre_ray.data.splits import SplitError, assign_splits, split_id, split_report
+from genre_ray.data.splits import SplitError, assign_splits, song_folds, split_id, split_report
 from genre_ray.data.tasks import TaskError, TaskSpec, apply_task
 from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline, song_level
 from genre_ray.features import FeatureSettings
@@ -135,23 +135,36 @@ def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame
     clip_song = clip_song[in_task].astype(np.int64)
     classes = sorted(songs["label"].unique())
     y_song = songs["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    parts = {}
-    for name in ("train", "val", "test"):
-        members = np.flatnonzero(songs["split"].to_numpy() == name)
+
+    def part(members: np.ndarray) -> dict[str, Any]:
         mask = np.isin(clip_song, members)
         local = pd.Series(np.arange(len(members)), index=members)
-        parts[name] = {"x": np.ascontiguousarray(x[mask]), "y": y_song[clip_song[mask]].astype(np.int64),
-                       "song": local.loc[clip_song[mask]].to_numpy(), "y_song": y_song[members],
-                       "song_ids": songs["song_id"].to_numpy()[members]}
-    tr = parts["train"]["x"]
-    if len(tr) == 0 or len(parts["val"]["x"]) == 0:
-        raise SearchFailed("too few songs to make train and validation splits; each genre needs at "
-                           "least 3 readable songs")
-    axes = (0, 2) if tr.ndim == 3 else (0,)  # per bin (over time) for 2-D clips, per column for vectors
-    trial = TrialData(tr, parts["train"]["y"], parts["val"]["x"], parts["val"]["y"], parts["val"]["song"],
-                      parts["val"]["y_song"], classes, mean=tr.mean(axis=axes, keepdims=True)[0],
-                      std=tr.std(axis=axes, keepdims=True)[0] + 1e-5)
-    return {"trial": trial, "test": parts["test"], "classes": classes}
+        return {"x": np.ascontiguousarray(x[mask]), "y": y_song[clip_song[mask]].astype(np.int64),
+                "song": local.loc[clip_song[mask]].to_numpy(), "y_song": y_song[members]}
+
+    def trial(train: dict[str, Any], val: dict[str, Any]) -> TrialData:
+        tr = train["x"]
+        if len(tr) == 0 or len(val["x"]) == 0:
+            raise SearchFailed("too few songs to make train and validation splits; each genre needs at "
+                               "least 3 readable songs")
+        axes = (0, 2) if tr.ndim == 3 else (0,)  # per bin (over time) for 2-D clips, per column for vectors
+        return TrialData(tr, train["y"], val["x"], val["y"], val["song"], val["y_song"], classes,
+                         mean=tr.mean(axis=axes, keepdims=True)[0], std=tr.std(axis=axes, keepdims=True)[0] + 1e-5)
+
+    split = songs["split"].to_numpy()
+    test = part(np.flatnonzero(split == "test"))
+    if "fold" in songs:  # cross-validation: fold f is validation, the other folds train
+        fold = songs["fold"].to_numpy()
+        data: TrialData | list[TrialData] = [
+            trial(part(np.flatnonzero((split != "test") & (fold != f))), part(np.flatnonzero(fold == f)))
+            for f in range(int(fold.max()) + 1)]
+        y_dev = y_song[clip_song[np.isin(clip_song, np.flatnonzero(split != "test"))]]
+        clips = {"train": len(y_dev), "val": 0, "test": len(test["x"])}
+    else:
+        data = trial(part(np.flatnonzero(split == "train")), val := part(np.flatnonzero(split == "val")))
+        y_dev = data.y_train
+        clips = {"train": len(data.x_train), "val": len(val["x"]), "test": len(test["x"])}
+    return {"trial": data, "test": test, "classes": classes, "y_dev": y_dev, "clips": clips}
 
 
 def _ray_init(cfg: SearchConfig) -> None:
@@ -326,12 +339,25 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
     except (TrackingError, TaskError, SplitError) as exc:
         raise SearchFailed(str(exc)) from None
     songs["split"] = split
+    if sp["folds"]:
+        # Cross-validation on the songs outside the test split: train and val become folds.
+        dev = songs["split"] != "test"
+        songs.loc[dev, "split"] = "train"
+        try:
+            folds = song_folds(songs[dev], sp["folds"], sp["seed"])
+        except SplitError as exc:
+            raise SearchFailed(str(exc)) from None
+        songs["fold"] = -1
+        songs.loc[dev, "fold"] = folds
+        how += f", {sp['folds']}-fold cross-validation"
     class_report.to_csv(out_dir / "classes.csv", index=False)
     split_table = split_report(songs, songs["split"])
     sid = split_id(songs["song_id"], songs["split"])
-    songs[["song_id", "artist", "raw_label", "label", "split", "path"]].to_csv(out_dir / "splits.csv", index=False)
-    log.info("task %s: songs per split (%s):\n%s", task.name, how, split_table.to_string())
+    columns = ["song_id", "artist", "raw_label", "label", "split", *(["fold"] if "fold" in songs else []), "path"]
+    songs[columns].to_csv(out_dir / "splits.csv", index=False)
     arrays = _split_arrays(cfg, songs, rows, table)
+    split_table.loc["clips"] = [arrays["clips"][name] for name in split_table.columns]
+    log.info("task %s: songs per split (%s):\n%s", task.name, how, split_table.to_string())
 
     tags = {"git_commit": git_commit(), "data_fingerprint": table.info["cache_key"],
             "feature_hash": table.info["cache_key"], "split_id": sid, "split_method": how,
@@ -380,7 +406,7 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays
     scores = classification_scores(test["y_song"], probs)
     scores = {**{k: scores[k] for k in ("acc", "bacc", "f1", "auc") if k in scores},
               "clip_acc": classification_scores(test["y"], clip_probs)["acc"]}
-    baseline = majority_baseline(arrays["trial"].y_train, test["y_song"], len(classes))
+    baseline = majority_baseline(arrays["y_dev"], test["y_song"], len(classes))
     confusion_png(test["y_song"], probs.argmax(1), classes, out_dir / "confusion_matrix.png",
                   f"{cfg.name}: test split, {len(test['y_song'])} songs, accuracy {scores['acc']:.3f}")
     model.probabilities = True

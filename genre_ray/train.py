@@ -22,7 +22,7 @@ from genre_ray.evaluate import classification_scores, song_level
 from genre_ray.models import build_model
 from genre_ray.spaces import split_params
 
-__all__ = ["Standardized", "TrialData", "predict_probs", "select_device", "train_trial"]
+__all__ = ["Ensemble", "Standardized", "TrialData", "predict_probs", "select_device", "train_trial"]
 
 log = logging.getLogger(__name__)
 
@@ -173,12 +173,38 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
     return total / max(seen, 1)
 
 
-def train_trial(config: dict[str, Any], data: TrialData, spec: dict[str, Any]) -> None:
+class Ensemble(nn.Module):
+    """The mean class probabilities of several models (the k fold models of a cross-validated trial)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.probabilities = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(m(x).float(), dim=-1) for m in self.members]).mean(dim=0)
+        return probs if self.probabilities else torch.log(probs.clamp(min=1e-7))
+
+
+def _mean_metrics(per_fold: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over folds, with the spread of the objective-like song metrics."""
+    out = {k: float(np.mean([m[k] for m in per_fold])) for k in per_fold[0]}
+    if len(per_fold) > 1:
+        for k in ("val_song_acc", "val_song_f1"):
+            out[f"{k}_std"] = float(np.std([m[k] for m in per_fold]))
+    return out
+
+
+def train_trial(config: dict[str, Any], data: TrialData | list[TrialData], spec: dict[str, Any]) -> None:
     """Tune function trainable.
+
+    With a list of :class:`TrialData` (k-fold cross-validation) one model per fold is trained in
+    lockstep and every epoch reports the mean over the folds, so ASHA and the searcher compare
+    trials on the cross-validated score.
 
     Args:
         config: the trial's flat hyperparameters (``train.lr``, ``model.depth``, ...).
-        data: train/validation features, shared through the object store.
+        data: train/validation features (or one set per fold), shared through the object store.
         spec: fixed settings: ``model`` name, ``cpu``/``gpu`` shares, ``seed``, ``max_epochs``.
     """
     from ray import tune
@@ -189,45 +215,59 @@ def train_trial(config: dict[str, Any], data: TrialData, spec: dict[str, Any]) -
     device = select_device(float(spec["gpu"]))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    folds = data if isinstance(data, list) else [data]
     train, params = split_params(config)
     torch.manual_seed(spec["seed"])
     gen = torch.Generator().manual_seed(spec["seed"])
-    model = build(data, spec["model"], params).to(device)
-    opt = _optimizer(model.parameters(), train)
+    models = [build(d, spec["model"], params).to(device) for d in folds]
+    opts = [_optimizer(m.parameters(), train) for m in models]
     start = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # resumed after a failure or a restore: carry on where it stopped
         with checkpoint.as_directory() as d:
             state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        for model, opt, m_state, o_state in zip(models, opts, state["models"], state["optimizers"]):
+            model.load_state_dict(m_state)
+            opt.load_state_dict(o_state)
         gen.set_state(state["generator"])
         start = int(state["epoch"])
-    pin = device.type == "cuda"
-    x = torch.from_numpy(np.ascontiguousarray(data.x_train))
-    y = torch.from_numpy(np.ascontiguousarray(data.y_train))
-    if pin:
-        x, y = x.pin_memory(), y.pin_memory()
+    tensors = [_tensors(d, device) for d in folds]
     epochs = min(int(train["epochs"]), int(spec["max_epochs"]))
     for epoch in range(start, epochs):
-        train_loss = _train_epoch(model, opt, x, y, int(train["batch_size"]), device, gen,
-                                  train.get("imbalance", "none"), len(data.classes))
-        metrics = {"epoch": epoch + 1, "train_loss": train_loss, **validation_metrics(model, data, device)}
+        per_fold, losses = [], []
+        for model, opt, d, (x, y) in zip(models, opts, folds, tensors):
+            losses.append(_train_epoch(model, opt, x, y, int(train["batch_size"]), device, gen,
+                                       train.get("imbalance", "none"), len(d.classes)))
+            per_fold.append(validation_metrics(model, d, device))
+        train_loss = float(np.mean(losses))
         if not np.isfinite(train_loss):
             raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch + 1}; "
                                      "lower train.lr or enable batch norm")
+        metrics = {"epoch": epoch + 1, "train_loss": train_loss, **_mean_metrics(per_fold)}
         with tempfile.TemporaryDirectory() as d:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+            torch.save({"models": [m.state_dict() for m in models], "optimizers": [o.state_dict() for o in opts],
                         "generator": gen.get_state(), "epoch": epoch + 1, "config": config},
                        os.path.join(d, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def load_checkpoint_model(path: str, data: TrialData, model_name: str,
-                          config: dict[str, Any]) -> Standardized:
-    """Rebuild a trial's model from a checkpoint folder (on CPU)."""
+def _tensors(data: TrialData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(np.ascontiguousarray(data.x_train))
+    y = torch.from_numpy(np.ascontiguousarray(data.y_train))
+    if device.type == "cuda":  # pinned host memory makes the per-batch copies asynchronous
+        x, y = x.pin_memory(), y.pin_memory()
+    return x, y
+
+
+def load_checkpoint_model(path: str, data: TrialData | list[TrialData], model_name: str,
+                          config: dict[str, Any]) -> nn.Module:
+    """Rebuild a trial's model from a checkpoint folder (on CPU): one model, or the fold ensemble."""
     _, params = split_params(config)
-    model = build(data, model_name, params)
+    folds = data if isinstance(data, list) else [data]
     state = torch.load(os.path.join(path, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    return model.eval()
+    models = []
+    for d, m_state in zip(folds, state["models"]):
+        model = build(d, model_name, params)
+        model.load_state_dict(m_state)
+        models.append(model.eval())
+    return models[0] if len(models) == 1 else Ensemble(models).eval()

@@ -55,7 +55,7 @@ def test_results_folder_has_leaderboard_summary_and_confusion(searched: dict) ->
     summary = (out / "summary.md").read_text()
     n_test = searched["first"]["test_songs"]
     assert n_test == 3 and f"test split of {n_test} songs" in summary
-    assert "genre-e2e" in summary and "Songs per split" in summary
+    assert "genre-e2e" in summary and "Songs per class and split" in summary
     assert (out / "confusion_matrix.png").stat().st_size > 1000
 
 

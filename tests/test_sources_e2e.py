@@ -164,3 +164,37 @@ def test_real_stereo_mp3s_featurize(tmp_path: Path, ray_session: object) -> None
     table = featurize(manifest, FeatureSettings(), tmp_path / "cache")
     assert table.skipped.empty and table.clips["sha"].nunique() == 6
     assert np.isfinite(table.features["logmel"]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "gtzan_dev").exists(), reason="../shared/data absent")
+def test_search_on_real_gtzan_clips_in_folders(tmp_path: Path, ray_session: object) -> None:
+    summary = _search(tmp_path, {"task": "gtzan-dev",
+                                 "data": {"source": "folder", "path": str(SHARED_DATA / "gtzan_dev")},
+                                 "features": {"n_mels": 32, "clip_overlap": 0.0},
+                                 "model": {"name": "cnn2d", "params": {"depth": 2, "width": 4}},
+                                 "search": {**SMALL_SEARCH, "num_samples": 1, "max_epochs": 1}})
+    assert len(summary["classes"]) == 10 and summary["test_songs"] == 10
+    assert summary["cache"]["files"] == 30 and summary["cache"]["clips"] == 300
+
+
+@pytest.mark.slow
+def test_k_fold_cross_validation_reports_the_mean_over_folds(tiny_demo: Path, tmp_path: Path,
+                                                             ray_session: object) -> None:
+    summary = _search(tmp_path, {"task": "cv", "data": {"source": "folder", "path": str(tiny_demo)},
+                                 "features": {"clip_seconds": 1.0, "n_mels": 32},
+                                 "model": {"name": "cnn2d", "params": {"depth": 1, "width": 4}},
+                                 "split": {"folds": 3},
+                                 "search": {**SMALL_SEARCH, "num_samples": 1, "max_epochs": 2}})
+    splits = pd.read_csv(Path(summary["out_dir"]) / "splits.csv")
+    dev = splits[splits["split"] != "test"]
+    assert sorted(dev["fold"].unique()) == [0, 1, 2] and (splits.loc[splits["split"] == "test", "fold"] == -1).all()
+    board = pd.read_csv(Path(summary["out_dir"]) / "leaderboard.csv")
+    assert "cross-validation" in summary["split_method"]
+    assert summary["registered"]["alias"] == "champion"  # the fold ensemble is registered
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    probs = mlflow.pyfunc.load_model("models:/genre-cv@champion").predict(np.zeros((2, 32, 44), np.float32))
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert len(board) == 1

@@ -30,6 +30,7 @@ def test_cpu_when_no_gpu_is_asked_or_visible(caplog: pytest.LogCaptureFixture) -
 
 
 def test_training_learns_a_separable_toy_problem() -> None:
+    torch.manual_seed(0)
     data = _data()
     model = build(data, "cnn2d", {"depth": 1, "width": 4, "dropout": 0.0, "batch_norm": True})
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)

@@ -19,8 +19,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLITS", "SplitError", "assign_splits", "grouped_split", "predefined_split", "split_id",
-           "split_report", "split_songs"]
+__all__ = ["SPLITS", "SplitError", "assign_splits", "grouped_split", "predefined_split", "song_folds",
+           "split_id", "split_report", "split_songs"]
 
 SPLITS = ("train", "val", "test")
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -133,6 +133,29 @@ def predefined_split(songs: pd.DataFrame) -> pd.Series:
         raise SplitError(f"split column has no {' or '.join(missing)} songs; a search needs train and val "
                          "(test is optional but then nothing is held out)")
     return names
+
+
+def song_folds(songs: pd.DataFrame, k: int, seed: int) -> np.ndarray:
+    """Fold index of every song for k-fold cross-validation, stratified, and grouped by artist.
+
+    Raises:
+        SplitError: when there are fewer groups (artists, or songs) than folds.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = _groups(songs).to_numpy()
+    if len(set(groups)) < k:
+        raise SplitError(f"split.folds is {k} but only {len(set(groups))} songs/artists are left for "
+                         "cross-validation; lower split.folds")
+    folds = np.full(len(songs), -1)
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    import warnings
+
+    with warnings.catch_warnings():  # small classes: "least populated class" is expected here
+        warnings.simplefilter("ignore", UserWarning)
+        for f, (_, held) in enumerate(cv.split(np.zeros(len(songs)), songs["label"].astype(str), groups)):
+            folds[held] = f
+    return folds
 
 
 def assign_splits(songs: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
