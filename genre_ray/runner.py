@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +25,8 @@ from genre_ray.data.splits import SplitError, assign_splits, song_folds, split_i
 from genre_ray.data.tasks import TaskError, TaskSpec, apply_task
 from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline, song_level
 from genre_ray.features import FeatureSettings
-from genre_ray.report import leaderboard_frame, stop_reason, write_summary
+from genre_ray.report import write_summary
+from genre_ray.tuning import leaderboard, ray_init, tuner
 
 __all__ = ["SearchFailed", "run_search"]
 
@@ -100,7 +100,7 @@ def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tupl
         return FeatureTable({"table": values}, clips, skipped, str(cfg.data["path"]), cache_hit=True,
                             info={"cache_key": hashlib.sha256(values.tobytes()).hexdigest()[:24]}), rows
     manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
-    _ray_init(cfg)
+    ray_init(cfg)
     if kind == "image":
         from genre_ray.pipeline import featurize_images
 
@@ -165,115 +165,6 @@ def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame
         y_dev = data.y_train
         clips = {"train": len(data.x_train), "val": len(val["x"]), "test": len(test["x"])}
     return {"trial": data, "test": test, "classes": classes, "y_dev": y_dev, "clips": clips}
-
-
-def _ray_init(cfg: SearchConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, include_dashboard=False if address is None else None,
-             logging_level=logging.WARNING, log_to_driver=True)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-
-
-def _tuner(cfg: SearchConfig, data: Any, tracker: Any, storage: Path, run_name: str) -> Any:
-    # Tune warns when keeping only the best checkpoints forces frequent experiment snapshots; on
-    # small trials that is every few seconds and harmless, so the warning is only noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    from genre_ray.spaces import define_by_run
-    from genre_ray.train import train_trial
-
-    s, res = cfg.search, cfg.resources
-    spec = {"model": cfg.model["name"], "cpu": res["cpu"], "gpu": res["gpu"], "seed": cfg.train["seed"],
-            "max_epochs": s["max_epochs"]}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, data=data, spec=spec),
-                                    {"cpu": res["cpu"], "gpu": res["gpu"]})
-    searcher = OptunaSearch(space=define_by_run(cfg), metric=s["metric"], mode=cfg.mode, seed=s["seed"])
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s["max_epochs"],
-                              grace_period=s["grace_period"], reduction_factor=s["reduction_factor"])
-    tune_config = tune.TuneConfig(metric=s["metric"], mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
-                                  num_samples=s["num_samples"], max_concurrent_trials=s["max_concurrent"],
-                                  time_budget_s=s["time_budget_s"], reuse_actors=True)
-    run_config = tune.RunConfig(
-        name=run_name, storage_path=str(storage),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=s["metric"],
-                                                checkpoint_score_order=cfg.mode),
-        failure_config=tune.FailureConfig(max_failures=1),
-        callbacks=[_trial_callback(tracker, cfg)], verbose=0)
-    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
-
-
-def _trial_callback(tracker: Any, cfg: SearchConfig) -> Any:
-    from ray import tune
-
-    planned, metric, total = cfg.search["max_epochs"], cfg.search["metric"], cfg.search["num_samples"]
-
-    class TrialRuns(tune.Callback):
-        """One MLflow child run per trial, fed from the driver (no worker talks to MLflow).
-
-        It also logs one line per trial start and end, in place of Tune's verbose tables.
-        """
-
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            tracker.start_trial(trial.trial_id, f"trial-{trial.trial_id}", trial.config)
-            shown = ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in sorted(trial.config.items()))
-            log.info("trial %s started: %s", trial.trial_id, shown)
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            metrics = {k: v for k, v in result.items()
-                       if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
-            tracker.log_trial_epoch(trial.trial_id, metrics, int(result.get("training_iteration", 0)))
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            last = trial.last_result or {}
-            run = int(last.get("training_iteration", 0))
-            want = min(int(trial.config.get("train.epochs", planned)), planned)
-            why = stop_reason(None, run, want)
-            tracker.end_trial(trial.trial_id, "FINISHED", {"stop_reason": why})
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
-            log.info("trial %s %s after %d epochs: %s %.4f (%d of %d trials done)", trial.trial_id, why, run,
-                     metric, last.get(metric, float("nan")), min(done, total), total)
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            tracker.end_trial(trial.trial_id, "FAILED", {"stop_reason": "error"})
-            log.warning("trial %s failed: %s (the search goes on)", trial.trial_id, info.get("error", ""))
-
-    return TrialRuns()
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _leaderboard(results: Any, cfg: SearchConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    metric, planned = cfg.search["metric"], cfg.search["max_epochs"]
-    rows, by_trial = [], {}
-    for r in results:
-        df = r.metrics_dataframe
-        tid = (r.metrics or {}).get("trial_id") or Path(r.path).name
-        row: dict[str, Any] = {"trial_id": tid}
-        row.update({k: v for k, v in sorted(r.config.items())})
-        if df is not None and metric in df:
-            best = df[metric].idxmax() if cfg.mode == "max" else df[metric].idxmin()
-            for m in ("val_song_acc", "val_song_bacc", "val_song_f1", "val_clip_acc", "val_clip_f1", "val_loss"):
-                row[f"best_{m}"] = float(df.loc[best, m]) if m in df else np.nan
-            row["best_epoch"] = int(df.loc[best, "training_iteration"])
-            row["epochs"] = int(df["training_iteration"].max())
-            row["wall_s"] = float(df["time_total_s"].max())
-        else:
-            row.update({f"best_{metric}": np.nan, "epochs": 0, "wall_s": np.nan})
-        want = min(int(r.config.get("train.epochs", planned)), planned)
-        row["stopped"] = stop_reason(str(r.error) if r.error else None, row["epochs"], want)
-        row["error"] = str(r.error).splitlines()[0][:200] if r.error else ""
-        rows.append(row)
-        by_trial[tid] = r
-    return leaderboard_frame(rows, metric, cfg.mode), by_trial
 
 
 def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]:
@@ -371,8 +262,8 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
     run_name = f"{cfg.name}-{task.name}-{stamp}"
     tracker.start_parent(run_name, params, tags)
     storage = Path(cfg.search["storage_path"] or results / "ray").expanduser().resolve()
-    grid = _tuner(cfg, arrays["trial"], tracker, storage, run_name).fit()
-    board, by_trial = _leaderboard(grid, cfg)
+    grid = tuner(cfg, arrays["trial"], tracker, storage, run_name).fit()
+    board, by_trial = leaderboard(grid, cfg)
     board.to_csv(out_dir / "leaderboard.csv", index=False)
     metric = cfg.search["metric"]
     if board.empty or pd.isna(board.loc[0, f"best_{metric}"]):

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "genre_ray"
-RAY_ALLOWED = {"pipeline.py", "train.py", "runner.py", "bench"}
+RAY_ALLOWED = {"pipeline.py", "train.py", "runner.py", "tuning.py", "bench"}
 MLFLOW_ALLOWED = {"tracking.py"}
 
 
