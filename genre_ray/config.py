@@ -20,10 +20,12 @@ import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
+from genre_ray._checks import (Checker, ConfigError, Dist, _Bad, _bool, _err, _num, _optional,
+                               _searchable, _str, _str_list, _type_name, _UNSET)
 from genre_ray.models import INPUT_NDIM, REGISTRY  # names only: no torch is imported
 
 __all__ = [
@@ -57,130 +59,9 @@ FEATURE_KINDS = ("auto", *AUDIO_KINDS, "table", "image")
 _FEATURE_NDIM = {"logmel": 2, "image": 2, "table": 1}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 IMBALANCE = ("none", "class_weight", "balanced_sampling")
-DIST_KINDS = ("uniform", "loguniform", "int", "choice")
 
 
-class ConfigError(ValueError):
-    """A search space file that cannot be run. The message names file, key, rule and value."""
-
-
-@dataclass(frozen=True)
-class Dist:
-    """A searchable value: ``kind`` is one of uniform, loguniform, int, choice."""
-
-    kind: str
-    args: tuple[Any, ...]
-
-
-# --------------------------------------------------------------------------------------------
-# Schema: key -> (checker, default). A checker returns the cleaned value or raises _Bad(rule).
-
-
-_UNSET = object()
-
-
-class _Bad(Exception):
-    def __init__(self, rule: str, value: Any = _UNSET) -> None:
-        super().__init__(rule)
-        self.rule = rule
-        self.value = value  # the offending element, when it is part of the value
-
-
-Checker = Callable[[Any], Any]
-
-
-def _type_name(v: Any) -> str:
-    return type(v).__name__
-
-
-def _num(lo: float | None = None, hi: float | None = None, *, integer: bool = False,
-         lo_open: bool = False, hi_open: bool = False) -> Checker:
-    def check(v: Any) -> Any:
-        kind = "an integer" if integer else "a number"
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
-            raise _Bad(f"must be {kind}")
-        if v != v:  # NaN
-            raise _Bad(f"must be {kind}")
-        below = lo is not None and (v <= lo if lo_open else v < lo)
-        above = hi is not None and (v >= hi if hi_open else v > hi)
-        if below or above:
-            left = "(" if lo_open else "["
-            right = ")" if hi_open else "]"
-            lo_s = "-inf" if lo is None else f"{lo:g}"
-            hi_s = "inf" if hi is None else f"{hi:g}"
-            raise _Bad(f"must be in {left}{lo_s}, {hi_s}{right}")
-        return int(v) if integer else float(v)
-
-    return check
-
-
-def _str(choices: tuple[str, ...] | None = None, *, optional: bool = False) -> Checker:
-    def check(v: Any) -> Any:
-        if v is None and optional:
-            return None
-        if not isinstance(v, str) or not v:
-            raise _Bad("must be a non-empty string" + (" or null" if optional else ""))
-        if choices is not None and v not in choices:
-            raise _Bad(f"must be one of {', '.join(choices)}")
-        return v
-
-    return check
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad("must be true or false")
-    return v
-
-
-def _optional(inner: Checker) -> Checker:
-    def check(v: Any) -> Any:
-        return None if v is None else inner(v)
-
-    return check
-
-
-def _searchable(inner: Checker) -> Checker:
-    """Accept a plain value (checked by ``inner``) or a distribution over such values."""
-
-    def check(v: Any) -> Any:
-        if isinstance(v, dict):
-            return _dist(v, inner)
-        return inner(v)
-
-    check.searchable = True  # type: ignore[attr-defined]
-    return check
-
-
-def _dist(v: dict[str, Any], inner: Checker) -> Dist:
-    if len(v) != 1 or next(iter(v)) not in DIST_KINDS:
-        raise _Bad(f"a searchable value must be one of {{{': [...]}, {'.join(DIST_KINDS)}: [...]}}")
-    kind, args = next(iter(v.items()))
-    if not isinstance(args, list) or not args:
-        raise _Bad(f"{kind}: must be a non-empty list")
-
-    def each(a: Any) -> Any:
-        try:
-            return inner(a)
-        except _Bad as bad:
-            raise _Bad(f"{kind}: {bad.rule}", a) from None
-
-    if kind == "choice":
-        return Dist(kind, tuple(each(a) for a in args))
-    if len(args) != 2:
-        raise _Bad(f"{kind}: must be [low, high]")
-    lo, hi = (each(a) for a in args)
-    if isinstance(lo, bool) or not isinstance(lo, (int, float)):
-        raise _Bad(f"{kind}: is only for numbers")
-    if kind == "int" and not (isinstance(args[0], int) and isinstance(args[1], int)):
-        raise _Bad("int: low and high must be integers")
-    if lo >= hi:
-        raise _Bad(f"{kind}: low < high must hold", args)
-    if kind == "loguniform" and lo <= 0:
-        raise _Bad("loguniform: low must be > 0")
-    return Dist(kind, (lo, hi))
-
-
+# Checkers: key -> (checker, default); a checker returns the cleaned value or raises _Bad(rule).
 _SCHEMA: dict[str, Any] = {
     "name": (_str(optional=True), None),
     "task": (_str(), "demo"),
@@ -280,12 +161,6 @@ _MODEL_PARAMS: dict[str, dict[str, tuple[Checker, Any]]] = {
 
 
 _TASK_KEYS = ("name", "classes", "merge", "positive", "negative", "min_songs")
-
-
-def _str_list(v: Any) -> list[str]:
-    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
-        raise _Bad("must be a non-empty list of strings")
-    return list(v)
 
 
 def _tasks(raw: Any, file: str, default_name: str) -> list[dict[str, Any]]:
@@ -388,11 +263,6 @@ class SearchConfig:
     def feature_settings(self) -> dict[str, Any]:
         """The settings that decide feature values (the cache key), without where it lives."""
         return {k: v for k, v in self.features.items() if k not in ("cache_dir", "batch_files")}
-
-
-def _err(file: str, key: str, rule: str, value: Any) -> ConfigError:
-    shown = repr(value) if isinstance(value, str) else value
-    return ConfigError(f"{file}: {key}: {rule}, got {shown}")
 
 
 def _apply(schema: dict[str, Any], given: Any, file: str, prefix: str) -> dict[str, Any]:
