@@ -111,11 +111,20 @@ def _to_binary(arr: np.ndarray) -> pa.Array:
 
 
 def _from_binary(col: pa.ChunkedArray, rows: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Rows ``rows`` of a fixed-size binary column as a new ``(len(rows), *shape)`` float32 array."""
+    """Rows ``rows`` of a fixed-size binary column as a new ``(len(rows), *shape)`` float32 array.
+
+    When ``rows`` is every row in order (the usual case: files are written in hash order), the
+    chunks are copied once into the result instead of being joined and then indexed: fresh
+    memory is slow to touch on some VMs (measured 0.4 s for the two 69-MB copies, 0.04 s warm).
+    """
     width = int(np.prod(shape))
     parts = [np.frombuffer(c.buffers()[1], "<f4", count=len(c) * width, offset=c.offset * width * 4)
              for c in col.chunks if len(c)]
-    flat = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, "<f4")
+    total = sum(len(p) for p in parts) // width
+    if len(rows) == total and np.array_equal(rows, np.arange(total)):
+        flat = np.concatenate(parts) if parts else np.empty(0, "<f4")
+        return flat.reshape(-1, *shape).astype(np.float32, copy=False)
+    flat = np.concatenate(parts) if parts else np.empty(0, "<f4")
     return flat.reshape(-1, *shape)[rows].astype(np.float32, copy=False)
 
 
@@ -126,7 +135,8 @@ def featurize_batch(batch: dict[str, np.ndarray], settings: dict[str, Any]) -> p
     hop = max(1, int(round(s.clip_samples * (1 - s.clip_overlap))))
     for path, sha in zip(batch["path"], batch["sha"]):
         try:
-            clips = decode_clips(str(path), s.sample_rate, s.clip_samples, s.clip_overlap, s.max_clips_per_song)
+            clips = decode_clips(str(path), s.sample_rate, s.clip_samples, s.clip_overlap,
+                                 s.max_clips_per_song)
         except AudioError as exc:
             shas.append(sha)
             clip_idx.append(-1)
@@ -233,10 +243,12 @@ def _compute(manifest: pd.DataFrame, settings: FeatureSettings, root: Path, fina
 
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    items = manifest.drop_duplicates("sha")[["path", "sha"]].to_dict("records")
+    # In hash order, so that the files read back in the order _load wants (no reordering copy).
+    items = manifest.drop_duplicates("sha").sort_values("sha")[["path", "sha"]].to_dict("records")
     per_task = _task_files(len(items), batch_files)
+    tasks = max(1, math.ceil(len(items) / per_task))
     try:
-        ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_task))
+        ds = ray.data.from_items(items, override_num_blocks=tasks)
         ds = ds.map_batches(featurize_batch, batch_size=per_task, batch_format="numpy",
                             fn_kwargs={"settings": settings.as_dict()}, num_cpus=1)
         # This dataset's own context (a copy made by from_items), so the global one is untouched.
@@ -261,7 +273,7 @@ def _compute(manifest: pd.DataFrame, settings: FeatureSettings, root: Path, fina
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     _sweep_stale(root)
-    return {"tasks": math.ceil(len(items) / per_task), **_stage_seconds(ds)}
+    return {"tasks": tasks, **_stage_seconds(ds)}
 
 
 def _stage_seconds(ds: Any) -> dict[str, float]:
