@@ -9,6 +9,7 @@ benchmark measures, and the Ray Data pipeline runs exactly this function per bat
 from __future__ import annotations
 
 from dataclasses import dataclass
+import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -68,13 +69,23 @@ def _filters(s: FeatureSettings) -> dict[str, torch.Tensor]:
     n_freqs = s.n_fft // 2 + 1
     mel = AF.melscale_fbanks(n_freqs, s.f_min, s.f_max or s.sample_rate / 2, s.n_mels,
                              s.sample_rate, norm="slaney", mel_scale="slaney")
-    out = {"window": torch.hann_window(s.n_fft), "mel": mel.T.contiguous()}
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the mm used here is stable
+        warnings.simplefilter("ignore", UserWarning)
+        # About 1.5 % of a mel filterbank is non-zero: a sparse product is ~8x cheaper than dense.
+        out = {"window": torch.hann_window(s.n_fft), "mel": mel.T.contiguous().to_sparse_csr()}
     if "mfcc" in s.kinds:
         out["dct"] = AF.create_dct(s.n_mfcc, s.n_mels, norm="ortho").T.contiguous()
     if "chroma" in s.kinds:
         chroma = librosa.filters.chroma(sr=s.sample_rate, n_fft=s.n_fft, n_chroma=s.n_chroma)
         out["chroma"] = torch.from_numpy(chroma.astype(np.float32))
     return out
+
+
+def _mel(fb: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
+    """(n_mels, freqs) sparse filterbank x (n, freqs, frames) power -> (n, n_mels, frames)."""
+    n, freqs, frames = power.shape
+    flat = power.permute(1, 0, 2).reshape(freqs, n * frames)
+    return torch.sparse.mm(fb, flat).reshape(-1, n, frames).permute(1, 0, 2).contiguous()
 
 
 def _db(x: torch.Tensor, top_db: float) -> torch.Tensor:
@@ -106,7 +117,7 @@ def compute_features(clips: np.ndarray | torch.Tensor, settings: FeatureSettings
     out: dict[str, np.ndarray] = {}
     logmel = None
     if "logmel" in settings.kinds or "mfcc" in settings.kinds:
-        logmel = _db(torch.matmul(f["mel"], power), settings.top_db)
+        logmel = _db(_mel(f["mel"], power), settings.top_db)
     if "logmel" in settings.kinds:
         assert logmel is not None
         out["logmel"] = logmel.numpy()
