@@ -59,8 +59,8 @@ class Standardized(nn.Module):
         super().__init__()
         self.net = net
         # Shaped to broadcast over one example: (bins, 1) for clips, (features,) for vectors.
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(np.array(mean), dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(np.array(std), dtype=torch.float32))
         self.probabilities = probabilities
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
