@@ -245,3 +245,20 @@ def test_real_mp3s_are_all_accounted_for() -> None:
         tag_manifest(MP3_DEV)
     except CollectionError as exc:   # untagged files: refused, with the reasons in the message
         assert str(MP3_DEV.resolve()) in str(exc)
+
+
+def test_search_reads_a_tagged_library_through_the_yaml(library: Path, tmp_path: Path) -> None:
+    """``data.source: tags`` with ``data.mapping`` gives the runner the tag manifest."""
+    import yaml
+
+    from genre_ray.config import load_config
+    from genre_ray.runner import _collection
+
+    mapping = Path(__file__).resolve().parents[1] / "search_spaces" / "mappings" / "gtzan10.yaml"
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"data": {"source": "tags", "path": str(library), "mapping": str(mapping)}}))
+    manifest, skipped = _collection(load_config(space), tmp_path)
+    labels = rows_by_name(manifest)
+    assert labels["Sömething Blüe (live).mp3"]["label"] == "rock"
+    assert labels["Sömething Blüe (live).mp3"]["artist"] == "Ädele"
+    assert {"no_genre_tag", "unmapped_genre"} <= set(skipped["reason"])
