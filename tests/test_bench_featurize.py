@@ -15,6 +15,7 @@ import pytest
 
 from genre_ray.bench.__main__ import build_parser
 from genre_ray.bench.featurize import BenchResult, bench_settings, report, run_featurize_bench
+from genre_ray.bench.memory import parse_sizes, run_memory_bench
 from genre_ray.data.collection import folder_manifest
 from genre_ray.data.demo import DemoSpec, ensure_demo_collection
 from genre_ray.pipeline import featurize
@@ -57,7 +58,7 @@ def test_help_explains_every_option() -> None:
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         build_parser().parse_args(["featurize", "--help"])
     for option in ("DIR", "--songs", "--seq-songs", "--out", "--cpus", "--repeats", "--batch-files",
-                   "--cache-dir", "--wait-load"):
+                   "--cache-dir", "--memory-sizes", "--wait-load"):
         assert option in out.getvalue()
 
 
@@ -110,3 +111,23 @@ def test_pipeline_cache_gives_back_the_same_features(collection: Path, ray_modul
         assert again.features[kind].dtype == np.float32 and again.features[kind].flags.writeable
         np.testing.assert_array_equal(again.features[kind], first.features[kind])
     assert again.clips.equals(first.clips)
+
+
+def test_memory_sizes_parse_and_zero_skips() -> None:
+    assert parse_sizes("100,400") == [100, 400]
+    assert parse_sizes("0") == parse_sizes("") == []
+
+
+def test_report_has_peak_memory_at_two_sizes(bench: tuple[BenchResult, Path], collection: Path,
+                                             tmp_path: Path) -> None:
+    result, cache = bench
+    settings = bench_settings(**TINY)
+    rows = run_memory_bench(collection, [2, 4], settings, cache_root=cache, batch_files=2, cpus=2)
+    assert [(r.songs, r.clips) for r in rows] == [(2, 12), (4, 24)]  # 6 one-second clips per song
+    assert all(r.decoded_bytes > 0 and r.feature_bytes > 0 and r.worker_peak_bytes > 0 for r in rows)
+    result.memory = rows
+    md, _ = report(result, tmp_path / "bench.md", "python -m genre_ray.bench featurize", settings)
+    section = md.read_text().split("## Peak memory", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(table) == 2 and "worker peak RSS" in section and "VmHWM" in section
+    assert not list(cache.iterdir())  # the cold caches are removed

@@ -74,6 +74,8 @@ class BenchResult:
     load: float = float("nan")  # 1-min load average before the run
     #: method -> (its files, kind -> (clips, bins, frames) in file order); only with keep_features
     features: dict[str, tuple[list[str], dict[str, np.ndarray]]] = field(default_factory=dict)
+    #: peak memory per collection size (genre_ray.bench.memory.MemoryRow); empty: section skipped
+    memory: list[Any] = field(default_factory=list)
 
     @property
     def over_sequential(self) -> float:
@@ -365,6 +367,10 @@ def report(r: BenchResult, out: str | os.PathLike[str], command: str,
         ("Methods", "```\n" + (__doc__ or "").strip() + "\n```\n\nThe OS file cache is warmed for all files "
          "before any timing. In-task times come from Ray Data's per-stage stats, summed over tasks."),
     ]
+    if r.memory:
+        from genre_ray.bench.memory import memory_section
+
+        sections.insert(3, memory_section(r.memory))
     return write_report(out, "Featurization benchmark", header, sections, rows)
 
 
@@ -388,6 +394,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "Data task, as features.batch_files of a search space (default: 8)")
     p.add_argument("--cache-dir", default="results/cache", metavar="DIR", help="where the pipeline's "
                    "temporary, always empty, feature caches are made and removed (default: results/cache)")
+    p.add_argument("--memory-sizes", default="100,400", metavar="N,M", help="the Peak memory section: one "
+                   "cold-cache pipeline run per number of songs, taken from the collection, or from a demo "
+                   f"collection of {DEMO_SPEC.seconds:g}-s songs generated once under {DEMO_ROOT.parent} "
+                   "where the collection has fewer; 0 skips the section (default: 100,400)")
+
+
+def _memory_rows(root: Path, args: argparse.Namespace, settings: FeatureSettings) -> list[Any]:
+    """The Peak memory section's rows for ``--memory-sizes`` (none for 0)."""
+    from genre_ray.bench.memory import parse_sizes, run_memory_bench
+
+    sizes = parse_sizes(args.memory_sizes)
+    if not sizes:
+        return []
+    return run_memory_bench(root, sizes, settings, cache_root=args.cache_dir, batch_files=args.batch_files,
+                            cpus=args.cpus, demo_dir=DEMO_ROOT.parent)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -406,6 +427,7 @@ def run_cli(args: argparse.Namespace) -> int:
         result = run_featurize_bench(root, songs=args.songs, seq_songs=args.seq_songs, cpus=args.cpus,
                                      repeats=args.repeats, batch_files=args.batch_files,
                                      cache_root=args.cache_dir, settings=settings)
+        result.memory = _memory_rows(root, args, settings)
     finally:
         if started and ray.is_initialized():
             ray.shutdown()
