@@ -79,7 +79,8 @@ def _mono_finite(path: str, data: np.ndarray) -> np.ndarray:
 
 
 def _refuse_silence(path: str, wave: np.ndarray) -> None:
-    if float(np.sqrt(np.mean(wave.astype(np.float64) ** 2))) < _SILENCE_RMS:
+    flat = np.ascontiguousarray(wave, dtype=np.float32).ravel()
+    if flat.size == 0 or float(np.sqrt(np.dot(flat, flat) / flat.size)) < _SILENCE_RMS:
         raise AudioError(path, "silent", "is silent; remove it or check the export")
 
 
