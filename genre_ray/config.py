@@ -157,6 +157,31 @@ _MODEL_PARAMS: dict[str, dict[str, tuple[Checker, Any]]] = {
         "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
         "batch_norm": (_searchable(_bool), True),
     },
+    "crnn": {
+        "conv_depth": (_searchable(_num(1, 5, integer=True)), 3),
+        "width": (_searchable(_num(4, 128, integer=True)), 16),
+        "rnn_hidden": (_searchable(_num(8, 512, integer=True)), 64),
+        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
+        "batch_norm": (_searchable(_bool), True),
+    },
+    "bilstm": {
+        "hidden": (_searchable(_num(8, 512, integer=True)), 64),
+        "layers": (_searchable(_num(1, 4, integer=True)), 1),
+        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
+    },
+    "cnn1d": {
+        "depth": (_searchable(_num(1, 6, integer=True)), 3),
+        "width": (_searchable(_num(4, 256, integer=True)), 32),
+        "kernel": (_searchable(_num(1, 15, integer=True)), 5),
+        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
+        "batch_norm": (_searchable(_bool), True),
+    },
+    "resnet": {
+        "stages": (_searchable(_num(1, 4, integer=True)), 3),
+        "width": (_searchable(_num(4, 128, integer=True)), 16),
+        "blocks_per_stage": (_searchable(_num(1, 2, integer=True)), 1),
+        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
+    },
 }
 
 
@@ -394,8 +419,14 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
         raise ConfigError(f"{file}: not valid YAML at {where}: {problem}") from None
     if raw is None:
         raw = {}
+    overrides = dict(overrides or {})
+    if isinstance(raw, dict) and "search.max_epochs" in overrides and "search.grace_period" not in overrides:
+        # --max-epochs below the YAML's grace period shortens the grace period with it.
+        grace = (raw.get("search") or {}).get("grace_period", _SCHEMA["search"]["grace_period"][1])
+        if isinstance(grace, int) and isinstance(overrides["search.max_epochs"], int):
+            overrides["search.grace_period"] = min(grace, overrides["search.max_epochs"])
     if isinstance(raw, dict):
-        for dotted, value in (overrides or {}).items():
+        for dotted, value in overrides.items():
             node = raw
             *parents, leaf = dotted.split(".")
             for part in parents:

@@ -110,3 +110,10 @@ def test_data_option_makes_its_own_task(tmp_path: Path) -> None:
     assert _overrides(args)["task"] == "Radio-Library"
     args = build_parser().parse_args(["x.yaml", "--data", str(music), "--task", "radio"])
     assert _overrides(args)["task"] == "radio"
+
+
+def test_max_epochs_override_shortens_the_grace_period(tmp_path: Path) -> None:
+    path = _write(tmp_path, "search:\n  grace_period: 3\n  max_epochs: 8\n")
+    cfg = load_config(path, {"search.max_epochs": 1})
+    assert cfg.search["max_epochs"] == 1 and cfg.search["grace_period"] == 1
+    assert load_config(path, {"search.max_epochs": 5}).search["grace_period"] == 3

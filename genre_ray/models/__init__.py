@@ -17,10 +17,16 @@ __all__ = ["INPUT_NDIM", "REGISTRY", "UnknownModelError", "build_model", "model_
 REGISTRY: dict[str, str] = {
     "cnn2d": "genre_ray.models.cnn2d:CNN2D",
     "mlp": "genre_ray.models.mlp:MLP",
+    "crnn": "genre_ray.models.crnn:CRNN",
+    "bilstm": "genre_ray.models.bilstm:BiLSTM",
+    "cnn1d": "genre_ray.models.cnn1d:CNN1D",
+    "resnet": "genre_ray.models.resnet:ResNet",
 }
 
 #: Feature dimensions (without the batch axis) each model accepts; config checks this early.
-INPUT_NDIM: dict[str, tuple[int, ...]] = {"cnn2d": (2,), "mlp": (1, 2)}
+INPUT_NDIM: dict[str, tuple[int, ...]] = {
+    "cnn2d": (2,), "mlp": (1, 2), "crnn": (2,), "bilstm": (2,), "cnn1d": (2,), "resnet": (2,),
+}
 
 
 class UnknownModelError(KeyError):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genre_ray.models._blocks import clip_shape, conv_bn_relu
+
 __all__ = ["CNN2D"]
 
 
@@ -29,16 +31,12 @@ class CNN2D(nn.Module):
     def __init__(self, n_classes: int, input_shape: tuple[int, ...], depth: int = 3, width: int = 16,
                  dropout: float = 0.2, batch_norm: bool = True) -> None:
         super().__init__()
-        if len(input_shape) != 2:
-            raise ValueError(f"cnn2d needs (bins, frames) features, got shape {input_shape}")
         layers: list[nn.Module] = []
         channels = 1
-        bins, frames = input_shape
+        bins, frames = clip_shape("cnn2d", input_shape)
         for i in range(depth):
             out = width * min(2**i, 8)
-            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=not batch_norm)]
-            layers += [nn.BatchNorm2d(out)] if batch_norm else []
-            layers += [nn.ReLU(inplace=True)]
+            layers += conv_bn_relu(channels, out, batch_norm)
             if bins >= 2 and frames >= 2:  # stop pooling once the map is a single row or column
                 layers += [nn.MaxPool2d(2)]
                 bins, frames = bins // 2, frames // 2
