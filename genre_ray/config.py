@@ -29,6 +29,7 @@ from genre_ray._checks import (Checker, ConfigError, Dist, _Bad, _bool, _err, _n
 from genre_ray.models import INPUT_NDIM, REGISTRY  # names only: no torch is imported
 
 __all__ = [
+    "SMOKE_OVERRIDES",
     "ConfigError",
     "Dist",
     "METRICS",
@@ -390,6 +391,15 @@ def parse_config(raw: Any, source_file: str = "<config>") -> SearchConfig:
     clean["tasks"] = _tasks(clean["tasks"], source_file, clean["task"])
     name = clean.pop("name") or Path(source_file).stem
     return SearchConfig(source_file=source_file, name=name, raw=copy.deepcopy(raw), **clean)
+
+
+#: ``--smoke``: the same search space shrunk to a run of seconds (tiny demo data, 2 trials, 1 epoch).
+SMOKE_OVERRIDES: dict[str, Any] = {
+    "data.demo.genres": 3, "data.demo.songs_per_genre": 5, "data.demo.seconds": 4.0,
+    "features.max_clips_per_song": 3, "train.epochs": 1, "search.num_samples": 2,
+    "search.max_concurrent": 2, "search.max_epochs": 1, "search.grace_period": 1,
+    "search.time_budget_s": None,
+}
 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> SearchConfig:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from genre_ray.config import ConfigError, SearchConfig, load_config
+from genre_ray.config import SMOKE_OVERRIDES, ConfigError, SearchConfig, load_config
 
 __all__ = ["build_parser", "main", "run_search"]
 
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "$MLFLOW_TRACKING_URI, else sqlite:///RESULTS_DIR/mlflow.db)")
     p.add_argument("--promote", action="store_true", help="make the new model the champion even if it does "
                    "not beat the current one")
+    p.add_argument("--smoke", action="store_true", help="shrink the search to a run of seconds: a tiny demo "
+                   "collection (for data.source demo), 3 clips per song, 2 trials of 1 epoch; to check a YAML "
+                   "end to end")
     p.add_argument("--check", action="store_true", help="validate the YAML, print the resolved config, exit")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final report")
     return p
@@ -62,7 +65,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "resources.gpu": args.gpus_per_trial, "search.seed": args.seed,
         "output.results_dir": args.results_dir, "tracking.uri": args.tracking_uri,
     }
-    out = {k: v for k, v in pairs.items() if v is not None}
+    out = dict(SMOKE_OVERRIDES) if getattr(args, "smoke", False) else {}
+    out.update({k: v for k, v in pairs.items() if v is not None})
     if args.data:
         out.update({"data.source": "folder", "data.path": args.data})
         # Another collection is another task: never register it over the demo's champion.

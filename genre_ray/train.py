@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -252,8 +253,12 @@ def train_trial(config: dict[str, Any], data: TrialData | list[TrialData], spec:
 
 
 def _tensors(data: TrialData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(np.ascontiguousarray(data.x_train))
-    y = torch.from_numpy(np.ascontiguousarray(data.y_train))
+    # The arrays are read-only views of the object store, shared by every trial on the node
+    # without a copy; training only reads them, so torch's read-only warning does not apply.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x = torch.from_numpy(np.ascontiguousarray(data.x_train))
+        y = torch.from_numpy(np.ascontiguousarray(data.y_train))
     if device.type == "cuda":  # pinned host memory makes the per-batch copies asynchronous
         x, y = x.pin_memory(), y.pin_memory()
     return x, y
