@@ -76,7 +76,7 @@ def _drop_copies(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Count byte-identical files once, so a copy cannot sit in two splits."""
     dup = manifest.duplicated("sha")
     if not dup.any():
-        return manifest, pd.DataFrame(columns=["path", "stage", "reason", "detail"])
+        return manifest, pd.DataFrame(columns=SKIPPED_COLUMNS)
     first = manifest.drop_duplicates("sha").set_index("sha")["path"]
     copies = manifest[dup]
     log.warning("%d files are byte-identical copies of others; each is counted once", int(dup.sum()))
@@ -86,8 +86,8 @@ def _drop_copies(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tuple[Any, pd.DataFrame]:
-    """Features of every row of the manifest, by the source's kind, and the manifest with ``sha``."""
-    from genre_ray.pipeline import FeatureTable, content_hashes, featurize
+    """Features of every row of the manifest (already hashed: ``sha``), by the source's kind."""
+    from genre_ray.pipeline import FeatureTable, featurize
 
     kind = cfg.features["kind"]
     if kind == "table":
@@ -99,7 +99,6 @@ def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tupl
         log.info("features: %d columns read from the table (no audio to featurize)", len(names))
         return FeatureTable({"table": values}, clips, skipped, str(cfg.data["path"]), cache_hit=True,
                             info={"cache_key": hashlib.sha256(values.tobytes()).hexdigest()[:24]}), rows
-    manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
     ray_init(cfg)
     if kind == "image":
         from genre_ray.pipeline import featurize_images
