@@ -26,7 +26,7 @@ import yaml
 
 from genre_ray._checks import (Checker, ConfigError, Dist, _Bad, _bool, _err, _num, _optional,
                                _searchable, _str, _str_list, _type_name, _UNSET)
-from genre_ray.models import INPUT_NDIM, REGISTRY  # names only: no torch is imported
+from genre_ray.models import CLASSICAL, FAMILY, REGISTRY, accepts  # names only: no torch
 
 __all__ = [
     "SMOKE_OVERRIDES",
@@ -51,15 +51,22 @@ METRICS: dict[str, str] = {
 }
 OBJECTIVE = "val_song_acc"
 
-MODEL_NAMES = tuple(REGISTRY)
+MODEL_NAMES = (*REGISTRY, *CLASSICAL)
 #: data.source -> the feature kind it gives ("audio": any audio feature kind)
 SOURCES = {"demo": "audio", "folder": "audio", "tags": "audio", "csv": "audio", "fma": "audio",
            "table": "table", "images": "image"}
-AUDIO_KINDS = ("logmel",)
+#: Feature kinds computed from audio; each is a cached variant (see genre_ray.features).
+AUDIO_KINDS = tuple(k for k in FAMILY if k not in ("table", "image"))
 FEATURE_KINDS = ("auto", *AUDIO_KINDS, "table", "image")
-_FEATURE_NDIM = {"logmel": 2, "image": 2, "table": 1}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 IMBALANCE = ("none", "class_weight", "balanced_sampling")
+SCHEDULES = ("none", "cosine", "onecycle", "plateau")
+#: Clip -> song aggregation: mean probability, majority vote, max probability, or a GRU/LSTM
+#: trained over the sequence of a song's clip embeddings.
+AGGREGATIONS = ("mean", "vote", "max", "gru", "lstm")
+LEARNED_AGGREGATIONS = ("gru", "lstm")
+#: Train settings a classical (scikit-learn) model uses; the rest only shape neural training.
+CLASSICAL_TRAIN_KEYS = ("imbalance", "aggregation")
 
 
 # Checkers: key -> (checker, default); a checker returns the cleaned value or raises _Bad(rule).
@@ -82,7 +89,8 @@ _SCHEMA: dict[str, Any] = {
         },
     },
     "features": {
-        "kind": (_str(FEATURE_KINDS), "auto"),  # auto: logmel for audio, table or image otherwise
+        # auto: logmel for audio, table or image otherwise; {choice: [...]}: a searched variant
+        "kind": (_searchable(_str(FEATURE_KINDS)), "auto"),
         "image_size": (_num(8, 1024, integer=True), 128),
         "sample_rate": (_num(4000, 96000, integer=True), 22050),
         "clip_seconds": (_num(0.5, 60.0), 3.0),
@@ -92,6 +100,10 @@ _SCHEMA: dict[str, Any] = {
         "n_mels": (_num(8, 512, integer=True), 64),
         "f_min": (_num(0.0, None), 0.0),
         "f_max": (_optional(_num(0.0, None, lo_open=True)), None),
+        "n_mfcc": (_num(4, 128, integer=True), 20),
+        "mfcc_deltas": (_num(0, 2, integer=True), 0),  # 1: + deltas, 2: + deltas and delta-deltas
+        "n_contrast_bands": (_num(1, 8, integer=True), 6),
+        "waveform_rate": (_num(1000, 48000, integer=True), 8000),  # raw waveform kind: resampled to this
         "cache_dir": (_str(optional=True), None),  # default: <results_dir>/cache
         "batch_files": (_num(1, 4096, integer=True), 8),
         # A longer song is represented by this many clips spread evenly over it, and only those
@@ -99,7 +111,7 @@ _SCHEMA: dict[str, Any] = {
         "max_clips_per_song": (_optional(_num(1, 100000, integer=True)), 40),
     },
     "model": {
-        "name": (_str(MODEL_NAMES), "cnn2d"),
+        "name": (_searchable(_str(MODEL_NAMES)), "cnn2d"),
         "params": ("params", {}),
     },
     "train": {
@@ -110,6 +122,18 @@ _SCHEMA: dict[str, Any] = {
         "imbalance": (_searchable(_str(IMBALANCE)), "class_weight"),
         "batch_size": (_searchable(_num(1, 4096, integer=True)), 32),
         "epochs": (_searchable(_num(1, 1000, integer=True)), 10),
+        "schedule": (_searchable(_str(SCHEDULES)), "none"),
+        "label_smoothing": (_searchable(_num(0.0, 0.5, hi_open=True)), 0.0),
+        "patience": (_searchable(_num(0, 1000, integer=True)), 0),  # epochs without progress; 0: off
+        "aggregation": (_searchable(_str(AGGREGATIONS)), "mean"),
+        # Augmentation (0 turns each off): SpecAugment mask widths as a fraction of the bins and
+        # frames, mixup's alpha, random gain in dB (dB features and waveforms), circular time shift
+        # as a fraction of the clip.
+        "freq_mask": (_searchable(_num(0.0, 0.5)), 0.0),
+        "time_mask": (_searchable(_num(0.0, 0.5)), 0.0),
+        "mixup": (_searchable(_num(0.0, 10.0)), 0.0),
+        "gain_db": (_searchable(_num(0.0, 24.0)), 0.0),
+        "time_shift": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.0),
         "seed": (_num(0, None, integer=True), 0),
     },
     "split": {
@@ -144,45 +168,42 @@ _SCHEMA: dict[str, Any] = {
     },
 }
 
+def _int(lo: int, hi: int) -> Checker:
+    """A searchable integer in [lo, hi]."""
+    return _searchable(_num(lo, hi, integer=True))
+
+
+_DROPOUT = (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2)
+_BATCH_NORM = (_searchable(_bool), True)
+
 # Searchable hyperparameters of each model, checked the same way as the rest of the file.
 _MODEL_PARAMS: dict[str, dict[str, tuple[Checker, Any]]] = {
-    "cnn2d": {
-        "depth": (_searchable(_num(1, 6, integer=True)), 3),
-        "width": (_searchable(_num(4, 256, integer=True)), 16),
-        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
-        "batch_norm": (_searchable(_bool), True),
-    },
-    "mlp": {
-        "layers": (_searchable(_num(1, 8, integer=True)), 2),
-        "hidden": (_searchable(_num(8, 8192, integer=True)), 128),
-        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
-        "batch_norm": (_searchable(_bool), True),
-    },
-    "crnn": {
-        "conv_depth": (_searchable(_num(1, 5, integer=True)), 3),
-        "width": (_searchable(_num(4, 128, integer=True)), 16),
-        "rnn_hidden": (_searchable(_num(8, 512, integer=True)), 64),
-        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
-        "batch_norm": (_searchable(_bool), True),
-    },
-    "bilstm": {
-        "hidden": (_searchable(_num(8, 512, integer=True)), 64),
-        "layers": (_searchable(_num(1, 4, integer=True)), 1),
-        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
-    },
-    "cnn1d": {
-        "depth": (_searchable(_num(1, 6, integer=True)), 3),
-        "width": (_searchable(_num(4, 256, integer=True)), 32),
-        "kernel": (_searchable(_num(1, 15, integer=True)), 5),
-        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
-        "batch_norm": (_searchable(_bool), True),
-    },
-    "resnet": {
-        "stages": (_searchable(_num(1, 4, integer=True)), 3),
-        "width": (_searchable(_num(4, 128, integer=True)), 16),
-        "blocks_per_stage": (_searchable(_num(1, 2, integer=True)), 1),
-        "dropout": (_searchable(_num(0.0, 1.0, hi_open=True)), 0.2),
-    },
+    "cnn2d": {"depth": (_int(1, 6), 3), "width": (_int(4, 256), 16), "dropout": _DROPOUT,
+        "batch_norm": _BATCH_NORM},
+    "mlp": {"layers": (_int(1, 8), 2), "hidden": (_int(8, 8192), 128), "dropout": _DROPOUT,
+        "batch_norm": _BATCH_NORM},
+    "crnn": {"conv_depth": (_int(1, 5), 3), "width": (_int(4, 128), 16), "rnn_hidden": (_int(8, 512), 64),
+        "dropout": _DROPOUT, "batch_norm": _BATCH_NORM},
+    "bilstm": {"hidden": (_int(8, 512), 64), "layers": (_int(1, 4), 1), "dropout": _DROPOUT},
+    "cnn1d": {"depth": (_int(1, 6), 3), "width": (_int(4, 256), 32), "kernel": (_int(1, 15), 5),
+        "dropout": _DROPOUT, "batch_norm": _BATCH_NORM},
+    "resnet": {"stages": (_int(1, 4), 3), "width": (_int(4, 128), 16), "blocks_per_stage": (_int(1, 2), 1),
+        "dropout": _DROPOUT},
+    "wavenet": {"channels": (_int(4, 128), 16), "layers": (_int(1, 12), 6), "stacks": (_int(1, 4), 1),
+        "downsample": (_int(1, 64), 4), "dropout": _DROPOUT},
+    "combined": {"width": (_int(4, 128), 8), "conv_depth": (_int(1, 5), 2),
+        "rnn_hidden": (_int(8, 512), 32), "dropout": _DROPOUT},
+    "svm": {"C": (_searchable(_num(0.0, None, lo_open=True)), 1.0),
+        "gamma": (_searchable(_num(0.0, None)), 0.0),  # 0: "scale"
+        "kernel": (_searchable(_str(("rbf", "linear", "poly", "sigmoid"))), "rbf")},
+    "random_forest": {"n_estimators": (_int(1, 5000), 200),
+        "max_depth": (_int(0, 1000), 0),  # 0: unlimited
+        "max_features": (_searchable(_num(0.0, 1.0, lo_open=True)), 0.3)},
+    "knn": {"n_neighbors": (_int(1, 1000), 5),
+        "weights": (_searchable(_str(("uniform", "distance"))), "distance")},
+    "logreg": {"C": (_searchable(_num(0.0, None, lo_open=True)), 1.0)},
+    "gboost": {"learning_rate": (_searchable(_num(0.0, 1.0, lo_open=True)), 0.1),
+        "max_iter": (_int(1, 5000), 100), "max_leaf_nodes": (_int(2, 1024), 31)},
 }
 
 
@@ -262,15 +283,25 @@ class SearchConfig:
         """``max`` or ``min`` for the configured metric."""
         return METRICS[self.search["metric"]]
 
+    @property
+    def model_names(self) -> list[str]:
+        """Every model this search may train (one, or the choices of ``model.name``)."""
+        name = self.model["name"]
+        return list(name.args) if isinstance(name, Dist) else [name]
+
+    @property
+    def feature_kinds(self) -> list[str]:
+        """Every feature variant this search may use; each is computed and cached once."""
+        kind = self.features["kind"]
+        return list(kind.args) if isinstance(kind, Dist) else [kind]
+
+    def kinds_for(self, model: str) -> list[str]:
+        """The listed feature variants that ``model`` can take, in the YAML's order."""
+        return [k for k in self.feature_kinds if accepts(model, k)]
+
     def searchable(self) -> dict[str, Any]:
-        """Flat ``section.key -> value`` of everything a trial may vary (Dist or constant)."""
-        out: dict[str, Any] = {}
-        for key, value in self.train.items():
-            if key != "seed":
-                out[f"train.{key}"] = value
-        for key, value in self.model["params"].items():
-            out[f"model.{key}"] = value
-        return out
+        """Flat ``section.key -> value`` of the train settings a trial may vary (Dist or constant)."""
+        return {f"train.{key}": value for key, value in self.train.items() if key != "seed"}
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-able data (distributions back in their YAML form)."""
@@ -287,8 +318,9 @@ class SearchConfig:
         return {k: plain(getattr(self, k)) for k in keys}
 
     def feature_settings(self) -> dict[str, Any]:
-        """The settings that decide feature values (the cache key), without where it lives."""
-        return {k: v for k, v in self.features.items() if k not in ("cache_dir", "batch_files")}
+        """The settings that decide feature values, without where they live (kinds as a list)."""
+        return {**{k: v for k, v in self.features.items() if k not in ("cache_dir", "batch_files", "kind")},
+                "kinds": self.feature_kinds}
 
 
 def _apply(schema: dict[str, Any], given: Any, file: str, prefix: str) -> dict[str, Any]:
@@ -318,15 +350,80 @@ def _apply(schema: dict[str, Any], given: Any, file: str, prefix: str) -> dict[s
     return out
 
 
-def _check_data(clean: dict[str, Any], file: str) -> None:
-    """Paths exist, and source, feature kind and model fit together."""
-    data, f, model = clean["data"], clean["features"], clean["model"]
-    source = data["source"]
+def _listed(value: Any) -> list[Any]:
+    return list(value.args) if isinstance(value, Dist) else [value]
+
+
+def _check_kinds(clean: dict[str, Any], file: str) -> None:
+    """Feature variants fit the source, and every model can take at least one of them."""
+    source, f = clean["data"]["source"], clean["features"]
     gives = SOURCES[source]
-    if f["kind"] == "auto":
+    kinds = _listed(f["kind"])
+    if isinstance(f["kind"], Dist) and f["kind"].kind != "choice":
+        raise _err(file, "features.kind", "can only be searched with {choice: [...]}", f["kind"].args)
+    if kinds == ["auto"]:
         f["kind"] = "logmel" if gives == "audio" else gives
-    elif (gives == "audio") != (f["kind"] in AUDIO_KINDS) or (gives != "audio" and f["kind"] != gives):
-        raise _err(file, "features.kind", f"does not fit data.source {source} (use auto)", f["kind"])
+        kinds = [f["kind"]]
+    for kind in kinds:
+        if (gives == "audio") != (kind in AUDIO_KINDS) or (gives != "audio" and kind != gives):
+            fits = ", ".join(AUDIO_KINDS) if gives == "audio" else f"{gives} (or auto)"
+            raise _err(file, "features.kind",
+                       f"{kind} does not fit data.source {source} (kinds that do: {fits})", kind)
+    if len(set(kinds)) != len(kinds):
+        raise _err(file, "features.kind", "lists a kind twice", kinds)
+    names = _listed(clean["model"]["name"])
+    for name in names:
+        if not any(accepts(name, k) for k in kinds):
+            takes = ", ".join(k for k in FAMILY if accepts(name, k))
+            fits = ", ".join(m for m in MODEL_NAMES if any(accepts(m, k) for k in kinds))
+            raise _err(file, "model.name", f"does not take {' or '.join(kinds)} features "
+                       f"(models that do: {fits}; {name} takes: {takes})", name)
+    for kind in kinds:
+        if not any(accepts(n, kind) for n in names):
+            fits = ", ".join(m for m in MODEL_NAMES if accepts(m, kind))
+            raise _err(file, "features.kind", f"no listed model takes {kind} (models that do: {fits})", kind)
+    t = clean["train"]
+    learned = [a for a in _listed(t["aggregation"]) if a in LEARNED_AGGREGATIONS]
+    if learned and all(n in CLASSICAL for n in names):
+        raise _err(file, "train.aggregation", "gru and lstm need a neural model (classical models: mean, "
+                   "vote or max)", learned[0])
+    if isinstance(t["aggregation"], Dist) and not set(_listed(t["aggregation"])) - set(LEARNED_AGGREGATIONS) \
+            and any(n in CLASSICAL for n in names):
+        raise _err(file, "train.aggregation", "must offer mean, vote or max for the classical models",
+                   t["aggregation"].args)
+
+
+def _check_models(clean: dict[str, Any], file: str) -> None:
+    """``model.params``: flat for one model; for a searched ``model.name``, one mapping per model."""
+    model = clean["model"]
+    if isinstance(model["name"], Dist) and model["name"].kind != "choice":
+        raise _err(file, "model.name", "can only be searched with {choice: [...]}", model["name"].args)
+    names = _listed(model["name"])
+    if len(set(names)) != len(names):
+        raise _err(file, "model.name", "lists a model twice", names)
+    given = model["params"] or {}
+    if not isinstance(given, dict):
+        raise _err(file, "model.params", "must be a mapping", _type_name(given))
+    if len(names) == 1:
+        given = {names[0]: given}
+    else:
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise _err(file, f"model.params.{unknown[0]}", "must be one of the models in model.name "
+                       f"({', '.join(names)}): with several models, params has one mapping per model",
+                       given[unknown[0]])
+    by_model = {}
+    for name in names:
+        prefix = "model.params." if len(names) == 1 else f"model.params.{name}."
+        by_model[name] = _apply(_MODEL_PARAMS[name], given.get(name), file, prefix)
+    model["by_model"] = by_model
+    model["params"] = by_model[names[0]] if len(names) == 1 else by_model
+
+
+def _check_data(clean: dict[str, Any], file: str) -> None:
+    """Paths exist, and source, feature kinds and models fit together."""
+    data, f = clean["data"], clean["features"]
+    source = data["source"]
     wants_dir = source in ("folder", "tags", "images")
     if source != "demo":
         if not data["path"]:
@@ -343,11 +440,11 @@ def _check_data(clean: dict[str, Any], file: str) -> None:
     for key in ("mapping",):
         if data[key] and not Path(data[key]).expanduser().is_file():
             raise _err(file, f"data.{key}", "must be an existing file", data[key])
-    ndim = _FEATURE_NDIM[f["kind"]]
-    if ndim not in INPUT_NDIM[model["name"]]:
-        fits = [m for m, dims in INPUT_NDIM.items() if ndim in dims]
-        raise _err(file, "model.name", f"does not take {f['kind']} features (models that do: {', '.join(fits)})",
-                   model["name"])
+    _check_kinds(clean, file)
+    top = 200.0 * 2 ** (f["n_contrast_bands"] - 1)  # librosa's lowest band edge is 200 Hz
+    if "contrast" in _listed(f["kind"]) and top >= f["sample_rate"] / 2:
+        raise _err(file, "features.n_contrast_bands", f"puts the top contrast band ({top:g} Hz) at or above "
+                   f"sample_rate / 2 ({f['sample_rate'] / 2:g} Hz); use fewer bands", f["n_contrast_bands"])
 
 
 def parse_config(raw: Any, source_file: str = "<config>") -> SearchConfig:
@@ -366,9 +463,7 @@ def parse_config(raw: Any, source_file: str = "<config>") -> SearchConfig:
     if not isinstance(raw, dict):
         raise _err(source_file, "<top>", "must be a mapping of sections", _type_name(raw))
     clean = _apply(_SCHEMA, raw, source_file, "")
-    model = clean["model"]
-    params_schema = {k: v for k, v in _MODEL_PARAMS[model["name"]].items()}
-    model["params"] = _apply(params_schema, model["params"], source_file, "model.params.")
+    _check_models(clean, source_file)
     s = clean["search"]  # train.epochs above search.max_epochs is capped to it, not refused
     if s["grace_period"] > s["max_epochs"]:
         raise _err(source_file, "search.grace_period",

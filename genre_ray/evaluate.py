@@ -1,7 +1,7 @@
 """Metrics, clip-to-song aggregation and plots. No Ray, no MLflow.
 
-Song level means: the class probabilities of a song's clips are averaged and the song gets
-the arg-max. Every metric function takes integer class indices.
+Song level: the class probabilities of a song's clips are combined (mean, vote or max; the
+learned GRU/LSTM aggregator is in :mod:`genre_ray.aggregate`) and the song gets the arg-max. Every metric function takes integer class indices.
 """
 
 from __future__ import annotations
@@ -17,22 +17,41 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classifica
 __all__ = ["classification_scores", "confusion_png", "majority_baseline", "per_class_report", "song_level"]
 
 
-def song_level(clip_probs: np.ndarray, clip_song: np.ndarray, n_songs: int | None = None) -> np.ndarray:
-    """Mean clip probability per song.
+def song_level(clip_probs: np.ndarray, clip_song: np.ndarray, n_songs: int | None = None,
+               method: str = "mean") -> np.ndarray:
+    """Clip probabilities -> song probabilities.
 
     Args:
         clip_probs: ``(n_clips, n_classes)`` probabilities.
         clip_song: ``(n_clips,)`` song index of every clip, in ``[0, n_songs)``.
         n_songs: number of songs (defaults to ``clip_song.max() + 1``).
+        method: ``mean`` (mean probability), ``vote`` (the share of the song's clips whose
+            arg-max is each class; ties go to the higher mean probability) or ``max`` (each
+            class's highest clip probability, renormalised).
 
     Returns:
-        ``(n_songs, n_classes)`` averaged probabilities.
+        ``(n_songs, n_classes)`` rows that sum to 1.
     """
     n_songs = int(clip_song.max()) + 1 if n_songs is None else n_songs
-    sums = np.zeros((n_songs, clip_probs.shape[1]), dtype=np.float64)
-    np.add.at(sums, clip_song, clip_probs)
-    counts = np.bincount(clip_song, minlength=n_songs)[:, None]
-    return sums / np.maximum(counts, 1)
+    counts = np.maximum(np.bincount(clip_song, minlength=n_songs), 1)[:, None]
+
+    def mean_of(values: np.ndarray) -> np.ndarray:
+        sums = np.zeros((n_songs, clip_probs.shape[1]), dtype=np.float64)
+        np.add.at(sums, clip_song, values)
+        return sums / counts
+
+    mean = mean_of(clip_probs)
+    if method == "mean":
+        return mean
+    if method == "vote":
+        votes = mean_of(np.eye(clip_probs.shape[1])[clip_probs.argmax(axis=1)])
+        scores = votes + 1e-6 * mean  # the tie-break cannot outweigh one vote
+        return scores / scores.sum(axis=1, keepdims=True)
+    if method == "max":
+        peak = np.zeros((n_songs, clip_probs.shape[1]), dtype=np.float64)
+        np.maximum.at(peak, clip_song, clip_probs)
+        return peak / np.maximum(peak.sum(axis=1, keepdims=True), 1e-12)
+    raise ValueError(f"unknown song aggregation {method!r} (mean, vote or max; gru and lstm are learned)")
 
 
 def classification_scores(y_true: np.ndarray, probs: np.ndarray, prefix: str = "") -> dict[str, float]:

@@ -25,7 +25,7 @@ import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,12 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
               batch_files: int = 8) -> FeatureTable:
     """Features for every song of ``manifest``, from the cache or computed with Ray Data.
 
+    Every feature kind in ``settings.kinds`` is its own cached variant, keyed by the content of
+    the files and the settings with that kind alone. The kinds that are not cached yet are
+    computed together in one Ray Data pass (one decode and one STFT per clip), and each of them
+    gets a cache entry that points at that pass; kinds already cached are only read. So a search
+    that adds a variant computes just the new one.
+
     Features are float32, stored and loaded bit for bit. ``info`` of the result has the cache
     key, counts, and where the time went: ``hash_s`` (content hashing), ``compute_s`` (the Ray
     Data run, cache write included), ``load_s`` (reading the cache back), and when Ray Data
@@ -205,24 +211,79 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
     if "sha" not in manifest:
         manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
         timings["hash_s"] = time.perf_counter() - t0
-    key = cache_key(manifest["sha"].tolist(), settings)
+    hashes = manifest["sha"].tolist()
     root = Path(cache_dir).expanduser().resolve()
-    final = root / key
-    hit = (final / _COMPLETE).exists()
-    if hit:
-        log.info("feature cache hit: %s", final)
-    else:
-        log.info("feature cache miss: featurizing %d files with Ray Data into %s", len(manifest), final)
+    keys = {kind: cache_key(hashes, replace(settings, kinds=(kind,))) for kind in settings.kinds}
+    missing = [kind for kind in settings.kinds if _data_dir(root / keys[kind]) is None]
+    for kind in settings.kinds:
+        if kind not in missing:
+            log.info("feature cache hit (%s): %s", kind, _data_dir(root / keys[kind]))
+    for kind in missing:  # an entry whose pass folder is gone: never trusted, made again
+        if (root / keys[kind]).exists():
+            log.warning("removing incomplete feature cache entry %s", root / keys[kind])
+            shutil.rmtree(root / keys[kind], ignore_errors=True)
+    if missing:
+        todo = replace(settings, kinds=tuple(missing))
+        final = root / (keys[missing[0]] if len(missing) == 1 else cache_key(hashes, todo))
+        log.info("feature cache miss (%s): featurizing %d files with Ray Data into %s", ", ".join(missing),
+                 len(manifest), final)
         t1 = time.perf_counter()
-        timings.update(_compute(manifest, settings, root, final, batch_files))
+        timings.update(_compute(manifest, todo, root, final, batch_files))
         timings["compute_s"] = time.perf_counter() - t1
+        if len(missing) > 1:
+            for kind in missing:
+                _point(root / keys[kind], final.name, kind)
     t2 = time.perf_counter()
-    out = _load(final, settings, manifest)
+    by_dir: dict[Path, list[str]] = {}
+    for kind in settings.kinds:
+        data = _data_dir(root / keys[kind])
+        if data is None:  # removed while we ran
+            raise FileNotFoundError(f"feature cache {root / keys[kind]} vanished during the run; run again")
+        by_dir.setdefault(data, []).append(kind)
+    parts = [_load(d, replace(settings, kinds=tuple(kinds)), manifest) for d, kinds in by_dir.items()]
+    out = parts[0]
+    for other in parts[1:]:
+        if not (np.array_equal(other.clips["sha"], out.clips["sha"])
+                and np.array_equal(other.clips["clip"], out.clips["clip"])):
+            raise RuntimeError(f"cached feature variants disagree on the clips ({out.cache_path} vs "
+                               f"{other.cache_path}); delete {root} and run again")
+        out.features.update(other.features)
     timings["load_s"] = time.perf_counter() - t2
-    out.cache_hit = hit
+    out.cache_hit = not missing
+    out.cache_path = str(next(iter(by_dir))) if len(by_dir) == 1 else ", ".join(map(str, by_dir))
     out.seconds = time.perf_counter() - t0
-    out.info = {"cache_key": key, "files": int(len(manifest)), "clips": int(len(out.clips)), **timings}
+    key = keys[settings.kinds[0]] if len(keys) == 1 else hashlib.sha256(
+        json.dumps(keys, sort_keys=True).encode()).hexdigest()[:24]
+    out.info = {"cache_key": key, "variant_keys": keys, "computed": missing, "files": int(len(manifest)),
+                "clips": int(len(out.clips)), **timings}
     return out
+
+
+def _data_dir(entry: Path) -> Path | None:
+    """The folder that holds a cache entry's data: itself, or the pass it points at; None if absent."""
+    marker = entry / _COMPLETE
+    try:
+        doc = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if "data" not in doc:
+        return entry
+    data = entry.parent / doc["data"]
+    return data if (data / _COMPLETE).exists() and "data" not in json.loads((data / _COMPLETE).read_text()) \
+        else None
+
+
+def _point(entry: Path, data: str, kind: str) -> None:
+    """Make ``entry`` a cache entry of ``kind`` whose data is the pass folder ``data`` (atomic)."""
+    tmp = entry.parent / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    (tmp / _COMPLETE).write_text(json.dumps({"version": CACHE_VERSION, "kind": kind, "data": data}))
+    if entry.exists():
+        shutil.rmtree(entry, ignore_errors=True)
+    try:
+        os.replace(tmp, entry)
+    except OSError:  # another run made the same entry first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _task_files(n_files: int, batch_files: int) -> int:

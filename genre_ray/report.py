@@ -13,10 +13,12 @@ import pandas as pd
 __all__ = ["leaderboard_frame", "stop_reason", "write_summary"]
 
 
-def stop_reason(error: str | None, epochs_run: int, epochs_planned: int) -> str:
-    """Why a trial ended: an error, ASHA's early stop, or all its epochs."""
+def stop_reason(error: str | None, epochs_run: int, epochs_planned: int, patience: bool = False) -> str:
+    """Why a trial ended: an error, its own patience, ASHA's early stop, or all its epochs."""
     if error:
         return "error"
+    if patience:
+        return "stopped early by patience"
     if epochs_run < epochs_planned:
         return "stopped early by ASHA"
     return "completed"

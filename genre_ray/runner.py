@@ -23,7 +23,7 @@ from genre_ray.data.demo import DemoSpec, ensure_demo_collection
 from genre_ray.data.tables import image_manifest, table_manifest
 from genre_ray.data.splits import SplitError, assign_splits, song_folds, split_id, split_report
 from genre_ray.data.tasks import TaskError, TaskSpec, apply_task
-from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline, song_level
+from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline
 from genre_ray.features import FeatureSettings
 from genre_ray.report import write_summary
 from genre_ray.tuning import leaderboard, ray_init, tuner
@@ -105,7 +105,7 @@ def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tupl
 
         table = featurize_images(manifest, cfg.features["image_size"])
     else:
-        settings = FeatureSettings.from_config(cfg.features)
+        settings = FeatureSettings.from_config(cfg.features, kinds=tuple(cfg.feature_kinds))
         cache_dir = cfg.features["cache_dir"] or results / "cache"
         table = featurize(manifest, settings, cache_dir, cfg.features["batch_files"])
     log.info("features: %s (%s, %d clips, %.1f s)", table.cache_path, "cache hit" if table.cache_hit else
@@ -130,12 +130,12 @@ def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame
     song_of_sha = manifest.drop_duplicates("sha").set_index("sha")["song_id"]
     clip_song = pos.reindex(song_of_sha.reindex(table.clips["sha"]).to_numpy()).to_numpy()
     in_task = ~np.isnan(clip_song)  # clips of songs that this task leaves out
-    x = table.features[cfg.features["kind"]][in_task]
     clip_song = clip_song[in_task].astype(np.int64)
     classes = sorted(songs["label"].unique())
     y_song = songs["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    split = songs["split"].to_numpy()
 
-    def part(members: np.ndarray) -> dict[str, Any]:
+    def part(x: np.ndarray, members: np.ndarray) -> dict[str, Any]:
         mask = np.isin(clip_song, members)
         local = pd.Series(np.arange(len(members)), index=members)
         return {"x": np.ascontiguousarray(x[mask]), "y": y_song[clip_song[mask]].astype(np.int64),
@@ -148,42 +148,31 @@ def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame
                                "least 3 readable songs")
         axes = (0, 2) if tr.ndim == 3 else (0,)  # per bin (over time) for 2-D clips, per column for vectors
         return TrialData(tr, train["y"], val["x"], val["y"], val["song"], val["y_song"], classes,
-                         mean=tr.mean(axis=axes, keepdims=True)[0], std=tr.std(axis=axes, keepdims=True)[0] + 1e-5)
+                         mean=tr.mean(axis=axes, keepdims=True)[0], std=tr.std(axis=axes, keepdims=True)[0] + 1e-5,
+                         train_song=train["song"], y_train_song=train["y_song"])
 
-    split = songs["split"].to_numpy()
-    test = part(np.flatnonzero(split == "test"))
-    if "fold" in songs:  # cross-validation: fold f is validation, the other folds train
-        fold = songs["fold"].to_numpy()
-        data: TrialData | list[TrialData] = [
-            trial(part(np.flatnonzero((split != "test") & (fold != f))), part(np.flatnonzero(fold == f)))
-            for f in range(int(fold.max()) + 1)]
-        y_dev = y_song[clip_song[np.isin(clip_song, np.flatnonzero(split != "test"))]]
-        clips = {"train": len(y_dev), "val": 0, "test": len(test["x"])}
-    else:
-        data = trial(part(np.flatnonzero(split == "train")), val := part(np.flatnonzero(split == "val")))
-        y_dev = data.y_train
-        clips = {"train": len(data.x_train), "val": len(val["x"]), "test": len(test["x"])}
-    return {"trial": data, "test": test, "classes": classes, "y_dev": y_dev, "clips": clips}
+    data: dict[str, TrialData | list[TrialData]] = {}
+    tests: dict[str, dict[str, Any]] = {}
+    for kind in cfg.feature_kinds:  # one set of trial data per feature variant, the same songs in each
+        x = table.features[kind][in_task]
+        tests[kind] = part(x, np.flatnonzero(split == "test"))
+        if "fold" in songs:  # cross-validation: fold f is validation, the other folds train
+            fold = songs["fold"].to_numpy()
+            data[kind] = [trial(part(x, np.flatnonzero((split != "test") & (fold != f))),
+                                part(x, np.flatnonzero(fold == f))) for f in range(int(fold.max()) + 1)]
+        else:
+            data[kind] = trial(part(x, np.flatnonzero(split == "train")), part(x, np.flatnonzero(split == "val")))
+    dev = np.isin(clip_song, np.flatnonzero(split != "test"))
+    y_dev = y_song[clip_song[dev & np.isin(clip_song, np.flatnonzero(split == "train"))]] \
+        if "fold" not in songs else y_song[clip_song[dev]]
+    n_test = int(np.isin(clip_song, np.flatnonzero(split == "test")).sum())
+    clips = {"train": len(y_dev), "val": int(dev.sum()) - len(y_dev), "test": n_test}
+    return {"trial": data, "test": tests, "classes": classes, "y_dev": y_dev, "clips": clips}
 
 
-def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]:
-    """Run a validated search end to end: one Tune search and one registered model per task.
-
-    The collection is read and featurized once; every task reuses the same features.
-
-    Returns:
-        One summary per task (what the command line prints).
-    """
+def load_collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.DataFrame, Any, pd.DataFrame]:
+    """Read the source and featurize it (cached): ``(songs, manifest rows, features, skipped files)``."""
     from genre_ray.pipeline import content_hashes
-    from genre_ray.tracking import TrackingError, check_reachable, default_tracking_uri
-
-    t0 = time.perf_counter()
-    results = Path(cfg.output["results_dir"]).expanduser().resolve()
-    uri = cfg.tracking["uri"] or default_tracking_uri(results)
-    try:
-        check_reachable(uri)
-    except TrackingError as exc:
-        raise SearchFailed(str(exc)) from None
 
     manifest, skipped = _collection(cfg, results)
     if cfg.features["kind"] == "table":
@@ -195,7 +184,64 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]
     skipped = pd.concat([skipped, table.skipped], ignore_index=True)
     rows = manifest[manifest["sha"].isin(set(table.clips["sha"]))].reset_index(drop=True)
     songs = rows.drop_duplicates("song_id").reset_index(drop=True)  # a table has rows per segment
-    cache = {"path": table.cache_path, "hit": table.cache_hit, "clips": len(table.clips), "files": len(manifest)}
+    return songs, rows, table, skipped
+
+
+def split_songs(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Label the songs for ``task`` and split them: ``(songs with split [and fold], class report, how)``."""
+    try:
+        songs, class_report = apply_task(all_songs, task)
+        sp = cfg.split
+        split, how = assign_splits(songs, sp["val_fraction"], sp["test_fraction"], sp["seed"])
+    except (TaskError, SplitError) as exc:
+        raise SearchFailed(str(exc)) from None
+    songs["split"] = split
+    if sp["folds"]:
+        # Cross-validation on the songs outside the test split: train and val become folds.
+        dev = songs["split"] != "test"
+        songs.loc[dev, "split"] = "train"
+        try:
+            folds = song_folds(songs[dev], sp["folds"], sp["seed"])
+        except SplitError as exc:
+            raise SearchFailed(str(exc)) from None
+        songs["fold"] = -1
+        songs.loc[dev, "fold"] = folds
+        how += f", {sp['folds']}-fold cross-validation"
+    return songs, class_report, how
+
+
+def prepare(cfg: SearchConfig) -> dict[str, Any]:
+    """The trial data of the first task, as a search would make it (for benchmarks).
+
+    Returns:
+        ``{"trial": {kind: TrialData or folds}, "test": ..., "classes": ..., "groups": ...}``.
+    """
+    results = Path(cfg.output["results_dir"]).expanduser().resolve()
+    songs, rows, table, _ = load_collection(cfg, results)
+    songs, _, _ = split_songs(cfg, TaskSpec.from_config(cfg.tasks[0]), songs)
+    return {**_split_arrays(cfg, songs, rows, table), "groups": _groups(cfg)}
+
+
+def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]:
+    """Run a validated search end to end: one Tune search and one registered model per task.
+
+    The collection is read and featurized once; every task reuses the same features.
+
+    Returns:
+        One summary per task (what the command line prints).
+    """
+    from genre_ray.tracking import TrackingError, check_reachable, default_tracking_uri
+
+    t0 = time.perf_counter()
+    results = Path(cfg.output["results_dir"]).expanduser().resolve()
+    uri = cfg.tracking["uri"] or default_tracking_uri(results)
+    try:
+        check_reachable(uri)
+    except TrackingError as exc:
+        raise SearchFailed(str(exc)) from None
+
+    songs, rows, table, skipped = load_collection(cfg, results)
+    cache = {"path": table.cache_path, "hit": table.cache_hit, "clips": len(table.clips), "files": len(rows)}
     summaries = []
     for task in cfg.tasks:
         out_dir = results / cfg.name if len(cfg.tasks) == 1 else results / cfg.name / task["name"]
@@ -223,23 +269,9 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
 
     try:
         tracker = Tracker(uri, cfg.tracking["experiment"] or task.name, artifact_root=results / "mlartifacts")
-        songs, class_report = apply_task(all_songs, task)
-        sp = cfg.split
-        split, how = assign_splits(songs, sp["val_fraction"], sp["test_fraction"], sp["seed"])
-    except (TrackingError, TaskError, SplitError) as exc:
+    except TrackingError as exc:
         raise SearchFailed(str(exc)) from None
-    songs["split"] = split
-    if sp["folds"]:
-        # Cross-validation on the songs outside the test split: train and val become folds.
-        dev = songs["split"] != "test"
-        songs.loc[dev, "split"] = "train"
-        try:
-            folds = song_folds(songs[dev], sp["folds"], sp["seed"])
-        except SplitError as exc:
-            raise SearchFailed(str(exc)) from None
-        songs["fold"] = -1
-        songs.loc[dev, "fold"] = folds
-        how += f", {sp['folds']}-fold cross-validation"
+    songs, class_report, how = split_songs(cfg, task, all_songs)
     class_report.to_csv(out_dir / "classes.csv", index=False)
     split_table = split_report(songs, songs["split"])
     sid = split_id(songs["song_id"], songs["split"])
@@ -252,7 +284,7 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
     tags = {"git_commit": git_commit(), "data_fingerprint": table.info["cache_key"],
             "feature_hash": table.info["cache_key"], "split_id": sid, "split_method": how,
             "genre_ray.task": task.name}
-    params = {"search_space": cfg.source_file, "model": cfg.model["name"], "task": task.name,
+    params = {"search_space": cfg.source_file, "model": ",".join(cfg.model_names), "task": task.name,
               **{f"features.{k}": v for k, v in cfg.feature_settings().items()},
               **{f"search.{k}": v for k, v in cfg.search.items()}, **{f"resources.{k}": v for k, v in
                                                                       cfg.resources.items()},
@@ -261,7 +293,7 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
     run_name = f"{cfg.name}-{task.name}-{stamp}"
     tracker.start_parent(run_name, params, tags)
     storage = Path(cfg.search["storage_path"] or results / "ray").expanduser().resolve()
-    grid = tuner(cfg, arrays["trial"], tracker, storage, run_name).fit()
+    grid = tuner(cfg, arrays["trial"], tracker, storage, run_name, _groups(cfg)).fit()
     board, by_trial = leaderboard(grid, cfg)
     board.to_csv(out_dir / "leaderboard.csv", index=False)
     metric = cfg.search["metric"]
@@ -279,20 +311,28 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
     return summary
 
 
+def _groups(cfg: SearchConfig) -> dict[str, tuple[int, ...]]:
+    """Row groups of the stacked feature (log-mel | MFCC | chroma), for the combined model's branches."""
+    if "stacked" not in cfg.feature_kinds:
+        return {}
+    return {"stacked": tuple(FeatureSettings.from_config(cfg.features, kinds=("stacked",)).groups("stacked"))}
+
+
 def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays: dict[str, Any], tracker: Any,
             out_dir: Path, sid: str, promote: bool) -> dict[str, Any]:
     """Score the best checkpoint once on the test songs and register it."""
     import torch
 
-    from genre_ray.train import load_checkpoint_model, predict_probs
+    from genre_ray.spaces import resolve
+    from genre_ray.train import load_checkpoint_model, song_probabilities
 
     metric = cfg.search["metric"]
+    plan = resolve(best.config)
     checkpoint = best.get_best_checkpoint(metric, cfg.mode) or best.checkpoint
     with checkpoint.as_directory() as d:
-        model = load_checkpoint_model(d, arrays["trial"], cfg.model["name"], best.config)
-    test, classes = arrays["test"], arrays["classes"]
-    clip_probs = predict_probs(model, test["x"], torch.device("cpu"))
-    probs = song_level(clip_probs, test["song"], len(test["y_song"]))
+        model = load_checkpoint_model(d, arrays["trial"][plan.kind], best.config, _groups(cfg))
+    test, classes = arrays["test"][plan.kind], arrays["classes"]
+    clip_probs, probs = song_probabilities(model, test["x"], test["song"], len(test["y_song"]), torch.device("cpu"))
     scores = classification_scores(test["y_song"], probs)
     scores = {**{k: scores[k] for k in ("acc", "bacc", "f1", "auc") if k in scores},
               "clip_acc": classification_scores(test["y"], clip_probs)["acc"]}
@@ -302,9 +342,10 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays
     model.probabilities = True
     registered = tracker.register_model(
         model, cfg.tracking["registered_model"] or f"genre-{task}", test["x"][:2], scores["acc"], sid,
-        {"classes": ",".join(classes), "feature_settings": str(FeatureSettings.from_config(cfg.features)
+        {"classes": ",".join(classes), "feature_settings": str(FeatureSettings.from_config(cfg.features, kinds=(plan.kind,))
                                                                 .as_dict()), "search": cfg.name,
-         "input": f"{cfg.features['kind']} clips {tuple(test['x'].shape[1:])}, float32"}, promote=promote)
+         "model": plan.model, "aggregation": plan.train.get("aggregation", "mean"),
+         "input": f"{plan.kind} clips {tuple(test['x'].shape[1:])}, float32"}, promote=promote)
     return {"best_config": dict(best.config), "best_val": float(board.loc[0, f"best_{metric}"]),
             "test": scores, "test_songs": int(len(test["y_song"])), "test_clips": int(len(test["y"])),
             "baseline": baseline, "registered": registered, "classes": classes,

@@ -179,18 +179,30 @@ class Tracker:
 
     def _register(self, model: Any, name: str, example: Any, test_score: float, split_id: str,
                   version_tags: dict[str, str], promote: bool) -> dict[str, Any]:
-        import mlflow.pytorch
         import torch
         from mlflow.models import infer_signature
 
-        with torch.inference_mode():
-            probs = model(torch.as_tensor(example)).numpy()
-        signature = infer_signature(example, probs)
-        reqs = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
-        with mlflow.start_run(run_id=self.parent_id):
-            info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
-                                            pip_requirements=reqs, registered_model_name=name,
-                                            await_registration_for=60)
+        common = {"name": "model", "input_example": example, "registered_model_name": name,
+                  "await_registration_for": 60}
+        if isinstance(model, torch.nn.Module):
+            import mlflow.pytorch
+
+            with torch.inference_mode():
+                probs = model(torch.as_tensor(example)).numpy()
+            reqs = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
+            with mlflow.start_run(run_id=self.parent_id):
+                info = mlflow.pytorch.log_model(model, signature=infer_signature(example, probs),
+                                                pip_requirements=reqs, **common)
+        else:  # fitted scikit-learn estimators (a classical model), with predict_proba
+            import mlflow.sklearn
+            import sklearn
+
+            example = example.reshape(len(example), -1)
+            reqs = [f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}", "numpy"]
+            with mlflow.start_run(run_id=self.parent_id):
+                info = mlflow.sklearn.log_model(model, signature=infer_signature(example, model.predict(example)),
+                                                pip_requirements=reqs, serialization_format="cloudpickle",
+                                                **{**common, "input_example": example})
         version = str(info.registered_model_version)
         current = None
         try:

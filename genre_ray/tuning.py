@@ -34,7 +34,21 @@ def ray_init(cfg: SearchConfig) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def tuner(cfg: SearchConfig, data: Any, tracker: Any, storage: Path, run_name: str) -> Any:
+def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: Path, run_name: str,
+          groups: dict[str, Any] | None = None, *, sampler: Any = None, early_stopping: bool = True,
+          stop: Any = None) -> Any:
+    """The Tuner of one task.
+
+    Args:
+        cfg: the validated search space.
+        data: feature variant -> its trial data (one object store copy each, whichever trials use it).
+        tracker: the MLflow tracker fed one child run per trial, or None for no tracking.
+        storage: Tune's storage folder; ``run_name`` the experiment's folder in it.
+        groups: row groups of stacked features (for the combined model).
+        sampler: an Optuna sampler in place of TPE (the search benchmark passes a random one).
+        early_stopping: ASHA on (the default) or off (every trial runs all its epochs).
+        stop: a Tune stopper (e.g. a budget of trial-epochs), or None.
+    """
     # Tune warns when keeping only the best checkpoints forces frequent experiment snapshots; on
     # small trials that is every few seconds and harmless, so the warning is only noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -46,13 +60,15 @@ def tuner(cfg: SearchConfig, data: Any, tracker: Any, storage: Path, run_name: s
     from genre_ray.train import train_trial
 
     s, res = cfg.search, cfg.resources
-    spec = {"model": cfg.model["name"], "cpu": res["cpu"], "gpu": res["gpu"], "seed": cfg.train["seed"],
-            "max_epochs": s["max_epochs"]}
+    spec = {"cpu": res["cpu"], "gpu": res["gpu"], "seed": cfg.train["seed"], "max_epochs": s["max_epochs"],
+            "metric": s["metric"], "groups": groups or {}}
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=data, spec=spec),
                                     {"cpu": res["cpu"], "gpu": res["gpu"]})
-    searcher = OptunaSearch(space=define_by_run(cfg), metric=s["metric"], mode=cfg.mode, seed=s["seed"])
+    searcher = OptunaSearch(space=define_by_run(cfg), metric=s["metric"], mode=cfg.mode,
+                            sampler=sampler or tpe_sampler(s["seed"]))
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s["max_epochs"],
-                              grace_period=s["grace_period"], reduction_factor=s["reduction_factor"])
+                              grace_period=s["grace_period"], reduction_factor=s["reduction_factor"]) \
+        if early_stopping else None
     tune_config = tune.TuneConfig(metric=s["metric"], mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
                                   num_samples=s["num_samples"], max_concurrent_trials=s["max_concurrent"],
                                   time_budget_s=s["time_budget_s"], reuse_actors=True)
@@ -61,8 +77,24 @@ def tuner(cfg: SearchConfig, data: Any, tracker: Any, storage: Path, run_name: s
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=s["metric"],
                                                 checkpoint_score_order=cfg.mode),
         failure_config=tune.FailureConfig(max_failures=1),
-        callbacks=[_trial_callback(tracker, cfg)], verbose=0)
+        callbacks=[_trial_callback(tracker, cfg)] if tracker is not None else [], stop=stop, verbose=0)
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def tpe_sampler(seed: int) -> Any:
+    """Optuna's TPE for a conditional, parallel search.
+
+    ``multivariate`` and ``group`` model parameters jointly within each branch of the zoo's
+    define-by-run space (a model's own parameters appear only with that model), and
+    ``constant_liar`` keeps concurrent trials from being suggested the same point.
+    """
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # these options are marked experimental; they are stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
 def _trial_callback(tracker: Any, cfg: SearchConfig) -> Any:
@@ -78,7 +110,7 @@ def _trial_callback(tracker: Any, cfg: SearchConfig) -> Any:
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             tracker.start_trial(trial.trial_id, f"trial-{trial.trial_id}", trial.config)
-            shown = ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in sorted(trial.config.items()))
+            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(trial.config.items()))
             log.info("trial %s started: %s", trial.trial_id, shown)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -89,8 +121,8 @@ def _trial_callback(tracker: Any, cfg: SearchConfig) -> Any:
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             last = trial.last_result or {}
             run = int(last.get("training_iteration", 0))
-            want = min(int(trial.config.get("train.epochs", planned)), planned)
-            why = stop_reason(None, run, want)
+            why = stop_reason(None, run, int(last.get("planned_epochs", planned)),
+                              bool(last.get("stopped_by_patience")))
             tracker.end_trial(trial.trial_id, "FINISHED", {"stop_reason": why})
             done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
             log.info("trial %s %s after %d epochs: %s %.4f (%d of %d trials done)", trial.trial_id, why, run,
@@ -124,8 +156,10 @@ def leaderboard(results: Any, cfg: SearchConfig) -> tuple[pd.DataFrame, dict[str
             row["wall_s"] = float(df["time_total_s"].max())
         else:
             row.update({f"best_{metric}": np.nan, "epochs": 0, "wall_s": np.nan})
-        want = min(int(r.config.get("train.epochs", planned)), planned)
-        row["stopped"] = stop_reason(str(r.error) if r.error else None, row["epochs"], want)
+        last = r.metrics or {}
+        want = int(last.get("planned_epochs") or min(int(r.config.get("train.epochs", planned)), planned))
+        row["stopped"] = stop_reason(str(r.error) if r.error else None, row["epochs"], want,
+                                     bool(last.get("stopped_by_patience")))
         row["error"] = str(r.error).splitlines()[0][:200] if r.error else ""
         rows.append(row)
         by_trial[tid] = r

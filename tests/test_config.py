@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +60,7 @@ def test_defaults_and_distributions() -> None:
     assert cfg.model["params"]["depth"] == 3 and cfg.search["metric"] in METRICS
     assert cfg.mode == "max"
     flat = cfg.searchable()
-    assert "train.lr" in flat and "model.dropout" in flat and "train.seed" not in flat
+    assert "train.lr" in flat and "train.seed" not in flat and cfg.model["by_model"]["cnn2d"]["dropout"] == 0.2
 
 
 def test_overrides_apply_before_validation(tmp_path: Path) -> None:
@@ -71,13 +73,43 @@ def test_overrides_apply_before_validation(tmp_path: Path) -> None:
 def test_shipped_spaces_are_valid() -> None:
     for path in sorted((ROOT / "search_spaces").glob("*.yaml")):
         cfg = load_config(path)
-        assert cfg.model["name"] in MODEL_NAMES
+        assert set(cfg.model_names) <= set(MODEL_NAMES)
 
 
 def test_registry_and_config_agree() -> None:
-    from genre_ray.models import REGISTRY
+    from genre_ray.config import _MODEL_PARAMS
+    from genre_ray.models import CLASSICAL, REGISTRY
 
-    assert set(MODEL_NAMES) == set(REGISTRY)
+    assert set(MODEL_NAMES) == set(REGISTRY) | set(CLASSICAL) == set(_MODEL_PARAMS)
+
+
+def test_zoo_params_are_per_model_and_checked() -> None:
+    cfg = parse_config({"features": {"kind": {"choice": ["logmel", "stats"]}},
+                        "model": {"name": {"choice": ["cnn2d", "svm"]},
+                                  "params": {"svm": {"C": {"loguniform": [0.1, 10.0]}}}}})
+    assert cfg.model_names == ["cnn2d", "svm"] and cfg.feature_kinds == ["logmel", "stats"]
+    assert cfg.kinds_for("cnn2d") == ["logmel"] and cfg.kinds_for("svm") == ["stats"]
+    assert cfg.model["by_model"]["cnn2d"]["depth"] == 3  # defaults for a model with no params given
+    with pytest.raises(ConfigError, match=r"model.params.svm.C: must be in \(0, inf\], got -1"):
+        parse_config({"features": {"kind": {"choice": ["logmel", "stats"]}},
+                      "model": {"name": {"choice": ["cnn2d", "svm"]}, "params": {"svm": {"C": -1}}}})
+    with pytest.raises(ConfigError, match="model.params.resnet: must be one of the models in model.name"):
+        parse_config({"model": {"name": {"choice": ["cnn2d", "mlp"]}, "params": {"resnet": {}}}})
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"model": {"name": "wavenet"}}, "model.name: does not take logmel features (models that do: cnn2d"),
+    ({"features": {"kind": {"choice": ["logmel", "waveform"]}}}, "features.kind: no listed model takes waveform"),
+    ({"features": {"kind": "table"}}, "features.kind: table does not fit data.source demo"),
+    ({"features": {"kind": {"uniform": [0, 1]}}}, "features.kind"),
+    ({"model": {"name": "svm"}, "features": {"kind": "stats"}, "train": {"aggregation": "gru"}},
+     "train.aggregation: gru and lstm need a neural model"),
+    ({"features": {"kind": "contrast", "sample_rate": 8000, "n_contrast_bands": 6}}, "features.n_contrast_bands"),
+    ({"train": {"schedule": "linear"}}, "train.schedule: must be one of none, cosine, onecycle, plateau"),
+])
+def test_zoo_pairings_are_refused_with_the_key(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        parse_config(raw)
 
 
 def test_cli_fails_before_ray_or_torch_is_imported(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def test_second_run_reads_the_cache_without_featurizing(collection: Path, tmp_pa
     caplog.set_level("INFO", logger="genre_ray.pipeline")
     again = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache")
     assert again.cache_hit and again.cache_path == first.cache_path
-    assert f"feature cache hit: {first.cache_path}" in caplog.text
+    assert f"feature cache hit (logmel): {first.cache_path}" in caplog.text
     assert np.array_equal(again.features["logmel"], first.features["logmel"])
     renamed = manifest.assign(path=manifest["path"].str.replace(".wav", ".wav", regex=False))
     moved = tmp_path / "moved"
@@ -112,3 +113,25 @@ def test_bad_files_are_skipped_and_reported_with_their_path(collection: Path, tm
     assert reasons.get(str(silent)) == "silent" and reasons.get(str(nan)) == "nan"
     assert str(truncated) in set(reasons) | set(scan_skipped["path"])
     assert len(out.clips) >= 18 * 7  # every good song is still there
+
+
+def test_each_feature_variant_is_cached_once(collection: Path, tmp_path: Path, ray_session: object) -> None:
+    """Adding a variant computes only that variant; the others are read, bit for bit."""
+    manifest, _ = folder_manifest(collection)
+    cache = tmp_path / "cache"
+    one = FeatureSettings(kinds=("logmel",), clip_seconds=1.0, n_mels=32)
+    first = pipeline.featurize(manifest, one, cache, batch_files=4)
+    assert first.info["computed"] == ["logmel"]
+    both = FeatureSettings(kinds=("logmel", "chroma", "stats"), clip_seconds=1.0, n_mels=32)
+    second = pipeline.featurize(manifest, both, cache, batch_files=4)
+    assert second.info["computed"] == ["chroma", "stats"] and not second.cache_hit
+    assert np.array_equal(second.features["logmel"], first.features["logmel"])
+    assert second.features["stats"].shape == (len(second.clips), 20 + 210)
+    again = pipeline.featurize(manifest, replace(both, kinds=("stats", "chroma", "logmel")), cache)
+    assert again.cache_hit and again.info["computed"] == []
+    assert np.array_equal(again.features["chroma"], second.features["chroma"])
+    # A pass folder that disappeared leaves entries pointing nowhere: they are never trusted.
+    shutil.rmtree(Path(second.cache_path.split(", ")[-1]))
+    healed = pipeline.featurize(manifest, both, cache, batch_files=4)
+    assert healed.info["computed"] == ["chroma", "stats"]
+    assert np.allclose(healed.features["stats"], second.features["stats"])

@@ -20,9 +20,11 @@ def test_trials_never_receive_test_songs() -> None:
     table = FeatureTable({"logmel": x}, clips, pd.DataFrame(), "mem", cache_hit=True)
     cfg = parse_config({})
     arrays = _split_arrays(cfg, songs, songs, table)
-    trial = arrays["trial"]
+    trial = arrays["trial"]["logmel"]
     seen = set(np.unique(trial.x_train[:, 0, 0])) | set(np.unique(trial.x_val[:, 0, 0]))
     assert seen == {0, 1, 2, 3, 4, 5}
-    assert set(np.unique(arrays["test"]["x"][:, 0, 0])) == {6, 7, 8}
-    assert len(trial.y_val_song) == 3 and list(arrays["test"]["y_song"]) == [0, 1, 2]
+    assert set(np.unique(arrays["test"]["logmel"]["x"][:, 0, 0])) == {6, 7, 8}
+    assert len(trial.y_val_song) == 3 and list(arrays["test"]["logmel"]["y_song"]) == [0, 1, 2]
+    assert set(np.unique(trial.x_train[:, 0, 0])) == {0, 1, 2} and list(trial.y_train_song) == [0, 1, 2]
+    assert np.array_equal(trial.x_train[:, 0, 0], trial.train_song)  # song index of every training clip
     assert arrays["clips"] == {"train": 6, "val": 6, "test": 6}

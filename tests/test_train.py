@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from genre_ray.spaces import TrialPlan
 from genre_ray.train import Standardized, TrialData, _train_epoch, build, predict_probs, select_device, \
     validation_metrics
+
+
+def _plan(params: dict, model: str = "cnn2d", kind: str = "logmel", **train: object) -> TrialPlan:
+    return TrialPlan(model, kind, params, dict(train))
 
 
 def _data(n: int = 24, classes: int = 3) -> TrialData:
@@ -32,7 +37,7 @@ def test_cpu_when_no_gpu_is_asked_or_visible(caplog: pytest.LogCaptureFixture) -
 def test_training_learns_a_separable_toy_problem() -> None:
     torch.manual_seed(0)
     data = _data()
-    model = build(data, "cnn2d", {"depth": 1, "width": 4, "dropout": 0.0, "batch_norm": True})
+    model = build(data, _plan({"depth": 1, "width": 4, "dropout": 0.0, "batch_norm": True}))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     gen = torch.Generator().manual_seed(0)
@@ -47,7 +52,7 @@ def test_training_learns_a_separable_toy_problem() -> None:
 
 def test_standardized_model_serves_probabilities() -> None:
     data = _data()
-    model = build(data, "cnn2d", {"depth": 1, "width": 4, "dropout": 0.0, "batch_norm": False})
+    model = build(data, _plan({"depth": 1, "width": 4, "dropout": 0.0, "batch_norm": False}))
     model.probabilities = True
     probs = model.eval()(torch.from_numpy(data.x_val))
     assert torch.allclose(probs.sum(dim=1), torch.ones(len(data.x_val)), atol=1e-5)
@@ -61,7 +66,7 @@ def test_gpu_epoch_with_amp() -> None:
     data = _data()
     device = select_device(0.25)
     assert device.type == "cuda"
-    model = build(data, "cnn2d", {"depth": 2, "width": 8, "dropout": 0.0, "batch_norm": True}).to(device)
+    model = build(data, _plan({"depth": 2, "width": 8, "dropout": 0.0, "batch_norm": True})).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = torch.from_numpy(data.x_train).pin_memory(), torch.from_numpy(data.y_train).pin_memory()
     loss = _train_epoch(model, opt, x, y, 8, device, torch.Generator().manual_seed(0))
@@ -78,16 +83,16 @@ def test_imbalance_class_weights_and_balanced_sampling() -> None:
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.standard_normal((10, 16, 20)).astype(np.float32))
     data = _data()
-    model = build(data, "cnn2d", {"depth": 1, "width": 4, "dropout": 0.0, "batch_norm": False})
+    model = build(data, _plan({"depth": 1, "width": 4, "dropout": 0.0, "batch_norm": False}))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     seen: list[torch.Tensor] = []
-    original = model.forward
+    original = model.normalize
 
-    def spy(xb: torch.Tensor) -> torch.Tensor:
+    def spy(xb: torch.Tensor) -> torch.Tensor:  # sees the raw batch the epoch drew
         seen.append(xb[:, 0, 0].clone())
         return original(xb)
 
-    model.forward = spy  # type: ignore[method-assign]
+    model.normalize = spy  # type: ignore[method-assign]
     gen = torch.Generator().manual_seed(0)
     for _ in range(50):
         _train_epoch(model, opt, x, y, 10, torch.device("cpu"), gen, "balanced_sampling", 2)

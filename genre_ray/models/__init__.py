@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["INPUT_NDIM", "REGISTRY", "UnknownModelError", "build_model", "model_class"]
+__all__ = ["CLASSICAL", "FAMILY", "INPUTS", "REGISTRY", "UnknownModelError", "accepts", "build_model",
+           "model_class"]
 
 #: name -> "module:Class", imported only when used so that config validation stays light.
 REGISTRY: dict[str, str] = {
@@ -21,12 +22,42 @@ REGISTRY: dict[str, str] = {
     "bilstm": "genre_ray.models.bilstm:BiLSTM",
     "cnn1d": "genre_ray.models.cnn1d:CNN1D",
     "resnet": "genre_ray.models.resnet:ResNet",
+    "wavenet": "genre_ray.models.wavenet:WaveNet",
+    "combined": "genre_ray.models.combined:Combined",
 }
 
-#: Feature dimensions (without the batch axis) each model accepts; config checks this early.
-INPUT_NDIM: dict[str, tuple[int, ...]] = {
-    "cnn2d": (2,), "mlp": (1, 2), "crnn": (2,), "bilstm": (2,), "cnn1d": (2,), "resnet": (2,),
+#: Classical scikit-learn models: name -> "module:builder"; ``builder(**params)`` returns an
+#: unfitted estimator with ``predict_proba``. Trained by the same Tune trainable, one fit per trial.
+CLASSICAL: dict[str, str] = {
+    "svm": "genre_ray.models.classical:svm",
+    "random_forest": "genre_ray.models.classical:random_forest",
+    "knn": "genre_ray.models.classical:knn",
+    "logreg": "genre_ray.models.classical:logreg",
+    "gboost": "genre_ray.models.classical:gboost",
 }
+
+#: Feature kind -> the family of input it is, per clip (without the batch axis):
+#: ``spectrogram`` (bins, frames); ``stacked`` a spectrogram whose rows are log-mel | MFCC | chroma;
+#: ``vector`` (n,); ``waveform`` (1, samples).
+FAMILY: dict[str, str] = {
+    "logmel": "spectrogram", "stft": "spectrogram", "mfcc": "spectrogram", "chroma": "spectrogram",
+    "contrast": "spectrogram", "stacked": "stacked", "image": "spectrogram",
+    "stats": "vector", "gtzan57": "vector", "table": "vector", "waveform": "waveform",
+}
+
+#: The input families each model accepts; the config refuses any other pairing before a search.
+INPUTS: dict[str, tuple[str, ...]] = {
+    "cnn2d": ("spectrogram", "stacked"), "mlp": ("vector", "spectrogram", "stacked"),
+    "crnn": ("spectrogram", "stacked"), "bilstm": ("spectrogram", "stacked"),
+    "cnn1d": ("spectrogram", "stacked", "waveform"), "resnet": ("spectrogram", "stacked"),
+    "wavenet": ("waveform",), "combined": ("stacked",),
+    **{name: ("vector",) for name in CLASSICAL},
+}
+
+
+def accepts(model: str, kind: str) -> bool:
+    """Whether ``model`` can be trained on feature ``kind``."""
+    return FAMILY[kind] in INPUTS[model]
 
 
 class UnknownModelError(KeyError):
@@ -39,9 +70,10 @@ class UnknownModelError(KeyError):
 def model_class(name: str) -> type:
     """The class registered under ``name``."""
     try:
-        target = REGISTRY[name]
+        target = REGISTRY.get(name) or CLASSICAL[name]
     except KeyError:
-        raise UnknownModelError(f"unknown model {name!r}; valid models: {', '.join(sorted(REGISTRY))}") from None
+        valid = ", ".join(sorted([*REGISTRY, *CLASSICAL]))
+        raise UnknownModelError(f"unknown model {name!r}; valid models: {valid}") from None
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)
 

@@ -40,5 +40,9 @@ class MLP(nn.Module):
         self.body = nn.Sequential(*blocks)
         self.head = nn.Linear(width, n_classes)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Example embeddings ``(batch, width)``: the last hidden layer (after its dropout)."""
+        return self.body(x.flatten(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x.flatten(1)))
+        return self.head(self.embed(x))
