@@ -371,7 +371,16 @@ def _check_kinds(clean: dict[str, Any], file: str) -> None:
                        f"{kind} does not fit data.source {source} (kinds that do: {fits})", kind)
     if len(set(kinds)) != len(kinds):
         raise _err(file, "features.kind", "lists a kind twice", kinds)
-    names = _listed(clean["model"]["name"])
+    model = clean["model"]
+    names = _listed(model["name"])
+    if len(names) > 1:  # a zoo leaves out the models that take none of the features (e.g. on a table)
+        usable = [n for n in names if any(accepts(n, k) for k in kinds)]
+        model["left_out"] = [n for n in names if n not in usable]
+        if usable and model["left_out"]:
+            names = usable
+            model["name"] = Dist("choice", tuple(usable)) if len(usable) > 1 else usable[0]
+            model["by_model"] = {n: model["by_model"][n] for n in usable}
+            model["params"] = model["by_model"] if len(usable) > 1 else model["by_model"][usable[0]]
     for name in names:
         if not any(accepts(name, k) for k in kinds):
             takes = ", ".join(k for k in FAMILY if accepts(name, k))

@@ -240,6 +240,9 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]
     except TrackingError as exc:
         raise SearchFailed(str(exc)) from None
 
+    if cfg.model.get("left_out"):
+        log.info("models left out of the search: %s (they take none of the features %s)",
+                 ", ".join(cfg.model["left_out"]), ", ".join(cfg.feature_kinds))
     songs, rows, table, skipped = load_collection(cfg, results)
     cache = {"path": table.cache_path, "hit": table.cache_hit, "clips": len(table.clips), "files": len(rows)}
     summaries = []
@@ -304,7 +307,7 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
     best = by_trial[board.loc[0, "trial_id"]]
     summary = _finish(cfg, task.name, best, board, arrays, tracker, out_dir, sid, promote)
     summary.update(
-        leaderboard=board, metric=metric, split_table=split_table, split_method=how, task=task.name,
+        leaderboard=board, metric=metric, split_table=split_table, split_method=how, task=task.name, split_id=sid,
         tracker=tracker,
         trials={"total": len(board), "early": int((board["stopped"] == "stopped early by ASHA").sum()),
                 "errors": int((board["stopped"] == "error").sum())})

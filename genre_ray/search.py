@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("space", help="the search space YAML (e.g. search_spaces/cnn.yaml)")
     p.add_argument("--data", metavar="DIR", help="a folder-per-genre collection (<genre>/<file>.wav, the GTZAN "
-                   "layout) to search on instead of the YAML's data (default: the embedded demo collection)")
+                   "layout), or a feature table (.csv in the GTZAN features_30_sec.csv layout; a zoo then keeps "
+                   "the models that take table rows), to search on instead of the YAML's data (default: the "
+                   "embedded demo collection)")
     p.add_argument("--task", help="the genre task: its MLflow experiment and the registered model genre-TASK "
                    "(default: the YAML's task; with --data, the collection folder's name)")
     p.add_argument("--name", help="the search's name: results go to RESULTS_DIR/NAME/ (default: YAML name "
@@ -67,7 +69,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     out = dict(SMOKE_OVERRIDES) if getattr(args, "smoke", False) else {}
     out.update({k: v for k, v in pairs.items() if v is not None})
-    if args.data:
+    if args.data and Path(args.data).suffix.lower() == ".csv":  # a feature table (GTZAN features_*.csv layout)
+        out.update({"data.source": "table", "data.path": args.data, "features.kind": "auto"})
+        out.setdefault("task", _task_name(str(Path(args.data).with_suffix(""))))
+    elif args.data:
         out.update({"data.source": "folder", "data.path": args.data})
         # Another collection is another task: never register it over the demo's champion.
         out.setdefault("task", _task_name(args.data))

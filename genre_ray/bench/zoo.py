@@ -1,0 +1,129 @@
+"""``python -m genre_ray.bench zoo``: the zoo search against a tuned SVM, on the same songs.
+
+Both searches run on the same collection (the demo, a folder-per-genre collection, or a feature
+table) with the same song-level split (and the same folds with ``--folds``), so their test songs
+are the same songs; the split's identity is checked. The SVM searches ``svm.yaml`` (C and gamma
+of an RBF SVM) on the 57 GTZAN table features computed from the audio, or on the table's own
+columns; the zoo searches every architecture and feature variant of ``zoo.yaml``. Each best
+model is scored once on the test songs. The verdict compares song-level test accuracy, with
+validation scores and the number of songs beside it.
+
+Runs go to ``RESULTS_DIR/bench_zoo_runs/`` with their own MLflow store, so a benchmark never
+moves the champion of a real task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from genre_ray.bench import command_line, machine_summary, markdown_table, write_report
+
+HELP = "the zoo search against a tuned SVM on the same data, split and folds"
+
+log = logging.getLogger("genre_ray.bench")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="PATH", help="a folder-per-genre collection or a feature table (.csv, "
+                   "GTZAN features layout); default: the demo collection")
+    p.add_argument("--zoo", default=str(ROOT / "search_spaces" / "zoo.yaml"), help="the zoo search space")
+    p.add_argument("--svm", default=str(ROOT / "search_spaces" / "svm.yaml"), help="the SVM search space")
+    p.add_argument("--zoo-samples", type=int, metavar="N", help="trials of the zoo (default: the YAML's)")
+    p.add_argument("--svm-samples", type=int, metavar="N", help="trials of the SVM (default: the YAML's)")
+    p.add_argument("--folds", type=int, metavar="K", help="k-fold cross-validation over the non-test songs, "
+                   "the same folds for both")
+    p.add_argument("--max-epochs", type=int, metavar="N", help="the zoo's maximum epochs per trial")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of both searchers")
+    p.add_argument("--results-dir", default="results", help="where the report goes (default: results)")
+    p.add_argument("--out", help="the report file (default: RESULTS_DIR/bench_zoo[_DATA].md)")
+    p.add_argument("--smoke", action="store_true", help="tiny data, 2 trials each, 1 epoch (for tests)")
+
+
+def _overrides(args: argparse.Namespace, runs: Path, which: str) -> dict[str, Any]:
+    from genre_ray.config import SMOKE_OVERRIDES
+    from genre_ray.search import _task_name
+
+    out: dict[str, Any] = dict(SMOKE_OVERRIDES) if args.smoke else {}
+    out.update({"output.results_dir": str(runs), "tracking.uri": f"sqlite:///{runs / 'mlflow.db'}",
+                "split.seed": args.seed, "search.seed": args.seed, "name": f"{which}", "task": "bench"})
+    if args.data:
+        table = Path(args.data).suffix.lower() == ".csv"
+        out.update({"data.source": "table" if table else "folder", "data.path": args.data})
+        if table:
+            out["features.kind"] = "auto"
+        out["task"] = f"bench-{_task_name(str(Path(args.data).with_suffix('')))}"
+    if args.folds:
+        out["split.folds"] = args.folds
+    samples = args.zoo_samples if which == "zoo" else args.svm_samples
+    if samples:
+        out["search.num_samples"] = samples
+    if args.max_epochs and which == "zoo":
+        out["search.max_epochs"] = args.max_epochs
+    return out
+
+
+def _row(which: str, summary: dict[str, Any], wall: float) -> dict[str, Any]:
+    from genre_ray.spaces import resolve
+
+    plan = resolve(summary["best_config"])
+    test = summary["test"]
+    return {"search": which, "best_model": plan.model, "features": plan.kind,
+            "aggregation": plan.train.get("aggregation", "mean"), "trials": summary["trials"]["total"],
+            "best_val": round(summary["best_val"], 4), "test_song_acc": round(test["acc"], 4),
+            "test_song_bacc": round(test["bacc"], 4), "test_song_f1": round(test["f1"], 4),
+            "test_songs": summary["test_songs"], "split_id": summary["split_id"], "wall_s": round(wall, 1)}
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from genre_ray.config import ConfigError, load_config
+    from genre_ray.runner import SearchFailed, run_search
+
+    results = Path(args.results_dir).expanduser()
+    runs = (results / "bench_zoo_runs").resolve()
+    rows = []
+    for which, space in (("svm", args.svm), ("zoo", args.zoo)):
+        try:
+            cfg = load_config(space, _overrides(args, runs, which))
+        except ConfigError as exc:
+            print(f"error: {exc}")
+            return 2
+        t0 = time.perf_counter()
+        try:
+            [summary] = run_search(cfg)
+        except SearchFailed as exc:
+            print(f"error: the {which} search failed: {exc}")
+            return 1
+        rows.append(_row(which, summary, time.perf_counter() - t0))
+        log.info("%s: best %s on %s, test song accuracy %.4f on %d songs", which, rows[-1]["best_model"],
+                 rows[-1]["features"], rows[-1]["test_song_acc"], rows[-1]["test_songs"])
+    svm, zoo = rows
+    if svm["split_id"] != zoo["split_id"]:
+        print(f"error: the two searches were tested on different splits ({svm['split_id']} vs {zoo['split_id']})")
+        return 1
+    margin = zoo["test_song_acc"] - svm["test_song_acc"]
+    verdict = (f"the zoo's best model **{'beats' if margin > 0 else 'does not beat'}** the tuned SVM on the "
+               f"same {zoo['test_songs']} test songs: test song accuracy {zoo['test_song_acc']:.4f} against "
+               f"{svm['test_song_acc']:.4f} ({margin:+.4f}); split `{zoo['split_id']}`"
+               + (f", {args.folds}-fold cross-validation for both" if args.folds else ""))
+    columns = {"search": "search", "best_model": "best model", "features": "features", "aggregation":
+               "song aggregation", "trials": "trials", "best_val": "best validation song acc",
+               "test_song_acc": "test song acc", "test_song_bacc": "test balanced acc", "test_song_f1":
+               "test macro-F1", "test_songs": "test songs", "wall_s": "wall s"}
+    name = f"bench_zoo_{Path(args.data).stem}" if args.data else "bench_zoo"
+    out = Path(args.out) if args.out else results / f"{name}.md"
+    header = {**machine_summary(("ray", "torch", "optuna", "scikit-learn")), "command": f"`{command_line()}`",
+              "data": args.data or "the demo collection", "date": time.strftime("%Y-%m-%d %H:%M")}
+    write_report(out, "Zoo against a tuned SVM", header,
+                 [("Verdict", verdict), ("Both searches", markdown_table(rows, columns)),
+                  ("How to read it", "Each search's best trial (by validation) was scored once on the test songs. "
+                   "With few test songs one song moves the accuracy by 1/songs; read the margin against that.")],
+                 rows)
+    print(verdict.replace("**", ""))
+    print(f"report: {out}")
+    return 0

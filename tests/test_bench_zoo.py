@@ -1,0 +1,27 @@
+"""``python -m genre_ray.bench zoo``: the zoo and a tuned SVM on the same songs, one report."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_zoo_and_svm_are_compared_on_the_same_test_songs(tmp_path: Path, ray_session: object) -> None:
+    import argparse
+
+    from genre_ray.bench import zoo
+
+    parser = argparse.ArgumentParser()
+    zoo.add_arguments(parser)
+    out = tmp_path / "zoo.md"
+    assert zoo.run_cli(parser.parse_args(["--smoke", "--results-dir", str(tmp_path), "--out", str(out)])) == 0
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert [r["search"] for r in rows] == ["svm", "zoo"]
+    assert rows[0]["best_model"] == "svm" and rows[0]["features"] == "gtzan57"
+    assert rows[0]["split_id"] == rows[1]["split_id"] and rows[0]["test_songs"] == rows[1]["test_songs"] == "3"
+    text = out.read_text()
+    assert "beat" in text and "the same 3 test songs" in text
+    assert (tmp_path / "bench_zoo_runs" / "mlflow.db").exists()  # its own store, not the user's
