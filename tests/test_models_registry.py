@@ -206,3 +206,18 @@ def test_class_probabilities_places_known_classes() -> None:
     assert (proba[:, 0] == 0).all() and (proba.argmax(axis=1) == y).mean() > 0.9
     with pytest.raises(ValueError, match="outside"):
         class_probabilities(est, x, 2)
+
+
+def test_svm_with_one_example_of_a_class_still_gives_probabilities() -> None:
+    """Platt calibration needs 2+ examples per class; with fewer the SVM falls back to a softmax."""
+    from genre_ray.models.classical import SoftmaxSVC, class_probabilities, fit_estimator, svm
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(c * 3.0, 1.0, size=(n, 4)) for c, n in enumerate([6, 6, 1])])
+    y = np.repeat([0, 1, 2], [6, 6, 1])
+    est = fit_estimator(svm(), x, y, "class_weight")
+    assert isinstance(est[-1], SoftmaxSVC)
+    probs = class_probabilities(est, x, 3)
+    assert np.allclose(probs.sum(axis=1), 1) and (probs.argmax(axis=1)[:12] == y[:12]).mean() >= 0.9
+    calibrated = fit_estimator(svm(), x[:12], y[:12], "none")
+    assert not isinstance(calibrated[-1], SoftmaxSVC)

@@ -198,3 +198,15 @@ def test_k_fold_cross_validation_reports_the_mean_over_folds(tiny_demo: Path, tm
     probs = mlflow.pyfunc.load_model("models:/genre-cv@champion").predict(np.zeros((2, 32, 44), np.float32))
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert len(board) == 1
+
+
+def test_data_table_turns_the_zoo_into_its_table_models(tmp_path: Path) -> None:
+    """``--data features.csv`` on zoo.yaml: the table's columns, and only the models that take rows."""
+    from genre_ray.search import _overrides, build_parser
+
+    table = _table(tmp_path / "features.csv")
+    zoo = Path(__file__).resolve().parents[1] / "search_spaces" / "zoo.yaml"
+    cfg = load_config(zoo, _overrides(build_parser().parse_args([str(zoo), "--data", str(table)])))
+    assert cfg.data["source"] == "table" and cfg.feature_kinds == ["table"] and cfg.task == "features"
+    assert cfg.model_names == ["mlp", "svm", "random_forest", "logreg"]
+    assert "cnn2d" in cfg.model["left_out"] and set(cfg.model["by_model"]) == set(cfg.model_names)

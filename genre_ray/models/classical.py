@@ -16,6 +16,7 @@ probabilities with a column for every class of the task, including classes absen
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,9 @@ from sklearn.svm import SVC
 from sklearn.utils.validation import has_fit_parameter
 
 __all__ = ["IMBALANCE", "balanced_weights", "class_probabilities", "fit_estimator", "fit_predict_proba",
-           "gboost", "knn", "logreg", "oversample", "random_forest", "svm"]
+           "gboost", "knn", "logreg", "oversample", "random_forest", "SoftmaxSVC", "svm"]
+
+log = logging.getLogger(__name__)
 
 #: Class-imbalance corrections :func:`fit_estimator` knows (the ``train.imbalance`` setting).
 IMBALANCE = ("none", "class_weight", "balanced_sampling")
@@ -223,11 +226,29 @@ def _calibration_folds(estimator: Any, y: np.ndarray) -> Any:
     if isinstance(final, CalibratedClassifierCV):
         counts = np.bincount(y)
         smallest = int(counts[counts > 0].min()) if counts.any() else 0
-        if smallest < 2:
-            raise ValueError("svm: every class needs at least 2 training examples for calibrated "
-                             f"probabilities, the smallest has {smallest}; use more songs per class")
+        if smallest < 2:  # too few to calibrate on held-out folds: softmax of the SVM's scores
+            log.warning("svm: a class has %d training example(s), too few to calibrate probabilities; "
+                        "using a softmax of the SVM's decision scores", smallest)
+            estimator.steps[-1] = (estimator.steps[-1][0], SoftmaxSVC(**final.estimator.get_params()))
+            return estimator
         final.set_params(cv=min(5, smallest))
     return estimator
+
+
+class SoftmaxSVC(SVC):
+    """An SVC whose ``predict_proba`` is the softmax of its one-vs-rest decision scores.
+
+    Uncalibrated; used only when a class has a single training example, where cross-validated
+    (Platt) calibration is impossible.
+    """
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        scores = self.decision_function(x)
+        if scores.ndim == 1:  # two classes: one score, positive for classes_[1]
+            scores = np.stack([-scores, scores], axis=1) / 2
+        scores = scores - scores.max(axis=1, keepdims=True)
+        e = np.exp(scores)
+        return e / e.sum(axis=1, keepdims=True)
 
 
 def fit_predict_proba(estimator: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
