@@ -321,6 +321,13 @@ def _groups(cfg: SearchConfig) -> dict[str, tuple[int, ...]]:
     return {"stacked": tuple(FeatureSettings.from_config(cfg.features, kinds=("stacked",)).groups("stacked"))}
 
 
+def _feature_tag(cfg: SearchConfig, kind: str) -> str:
+    """The settings that made the model's input, for the registered version's tags."""
+    if kind in ("table", "image"):  # read from the source, not computed from audio
+        return str({"kind": kind, **({"image_size": cfg.features["image_size"]} if kind == "image" else {})})
+    return str(FeatureSettings.from_config(cfg.features, kinds=(kind,)).as_dict())
+
+
 def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays: dict[str, Any], tracker: Any,
             out_dir: Path, sid: str, promote: bool) -> dict[str, Any]:
     """Score the best checkpoint once on the test songs and register it."""
@@ -345,8 +352,7 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays
     model.probabilities = True
     registered = tracker.register_model(
         model, cfg.tracking["registered_model"] or f"genre-{task}", test["x"][:2], scores["acc"], sid,
-        {"classes": ",".join(classes), "feature_settings": str(FeatureSettings.from_config(cfg.features, kinds=(plan.kind,))
-                                                                .as_dict()), "search": cfg.name,
+        {"classes": ",".join(classes), "feature_settings": _feature_tag(cfg, plan.kind), "search": cfg.name,
          "model": plan.model, "aggregation": plan.train.get("aggregation", "mean"),
          "input": f"{plan.kind} clips {tuple(test['x'].shape[1:])}, float32"}, promote=promote)
     return {"best_config": dict(best.config), "best_val": float(board.loc[0, f"best_{metric}"]),

@@ -144,8 +144,8 @@ def median_curve(curves: Sequence[Curve], upto: int) -> Curve:
 class BudgetCounter:
     """Counts every epoch that trials report, once each, and says when the budget is spent.
 
-    Tune hands a finished trial's last result to its stopper a second time (flagged ``done``);
-    a repeated (trial, epoch) is not counted again.
+    A repeated (trial, epoch), such as the last result that Tune may hand on again when a trial
+    ends, is not counted again.
 
     Args:
         metric: the validation metric to record.
@@ -156,8 +156,7 @@ class BudgetCounter:
         self.metric, self.budget = metric, budget
         self.reports: list[Report] = []
         self.planned: dict[str, int] = {}
-        self.finished: set[str] = set()  # trials that ended by themselves (all epochs, or patience)
-        self.cut: set[str] = set()  # trials whose result came at or after the budget was spent
+        self.cut: set[str] = set()  # trials that reported as the budget ran out, or after
         self._seen: set[tuple[str, int]] = set()
         self._t0 = time.monotonic()
 
@@ -171,8 +170,6 @@ class BudgetCounter:
 
     def add(self, trial_id: str, result: dict[str, Any]) -> bool:
         """Record one result; returns whether it was a new epoch."""
-        if result.get("done") or result.get("stopped_by_patience"):
-            self.finished.add(trial_id)
         epoch = result.get("training_iteration")
         if epoch is None or (trial_id, int(epoch)) in self._seen:
             return False
@@ -184,7 +181,7 @@ class BudgetCounter:
                                    time.monotonic() - self._t0))
         if "planned_epochs" in result:
             self.planned[trial_id] = int(result["planned_epochs"])
-        if self.exhausted and trial_id not in self.finished:
+        if self.exhausted:
             self.cut.add(trial_id)
         return True
 
@@ -224,8 +221,7 @@ class RunResult:
     seed: int
     reports: list[Report]
     planned: dict[str, int]
-    finished: set[str]
-    cut: set[str]
+    ended_by_budget: set[str]  # trials running when the budget ran out (complete or not)
     wall_s: float
     mode: str
     curve: Curve = field(init=False)
@@ -241,13 +237,22 @@ class RunResult:
     def trials(self) -> int:
         return len({r.trial_id for r in self.reports})
 
-    @property
-    def stopped_early(self) -> int:
-        """Trials that ran fewer epochs than planned and were not cut by the budget (ASHA's stops)."""
+    def _short(self) -> dict[str, int]:
+        """Trials that ran fewer epochs than planned -> their epochs."""
         epochs: dict[str, int] = {}
         for r in self.reports:
             epochs[r.trial_id] = max(epochs.get(r.trial_id, 0), r.epoch)
-        return sum(1 for t, e in epochs.items() if t not in self.cut and e < self.planned.get(t, e))
+        return {t: e for t, e in epochs.items() if e < self.planned.get(t, e)}
+
+    @property
+    def cut(self) -> int:
+        """Trials that the budget ended before their last epoch."""
+        return sum(1 for t in self._short() if t in self.ended_by_budget)
+
+    @property
+    def stopped_early(self) -> int:
+        """Trials that stopped before their last epoch otherwise: ASHA (or the trial's own patience)."""
+        return sum(1 for t in self._short() if t not in self.ended_by_budget)
 
 
 def _run(cfg: Any, data: dict[str, Any], groups: dict[str, Any], method: str, seed: int, budget: int | None,
@@ -267,15 +272,15 @@ def _run(cfg: Any, data: dict[str, Any], groups: dict[str, Any], method: str, se
                  **kwargs).fit()
     wall = time.perf_counter() - t0
     errors = [r.error for r in grid if r.error]
-    # A trial that stop_all ended keeps a last result that is not marked done (ASHA's and a
-    # finished trial's are), so the budget's cuts are told apart from ASHA's stops.
+    # A trial that stop_all ended keeps a last result not marked done (ASHA's stops and finished
+    # trials are marked), which tells the budget's cuts from ASHA's stops.
     cut = counter.cut | {str(r.metrics.get("trial_id")) for r in grid
                          if r.metrics and not r.error and not r.metrics.get("done")}
     if errors:
         log.warning("%s seed %d: %d trials failed, first: %s", method, seed, len(errors), errors[0])
     log.info("%s seed %d: %d trials, %d trial-epochs, %.0f s", method, seed,
              len(counter.epochs_of()), counter.used, wall)
-    return RunResult(method, seed, counter.reports, counter.planned, counter.finished, cut, wall, cfg.mode)
+    return RunResult(method, seed, counter.reports, counter.planned, cut, wall, cfg.mode)
 
 
 def run_search_bench(cfg: Any, seeds: Sequence[int], random_trials: int, storage: Path) -> list[RunResult]:
@@ -350,7 +355,7 @@ def run_rows(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
         s = seeds[r.seed]
         mine = r.method == "asha_tpe"
         rows.append({"seed": r.seed, "method": METHODS[r.method], "trials": r.trials,
-                     "stopped_early": r.stopped_early if mine else 0, "cut_by_budget": len(r.cut),
+                     "stopped_early": r.stopped_early, "cut_by_budget": r.cut,
                      "trial_epochs": r.trial_epochs, "budget": s["budget"], "best": _fmt(r.curve.final),
                      "wall_s": round(r.wall_s, 1),
                      "epochs_to_reach_random_best": s["epochs_to_reach"] if mine else "",
@@ -406,7 +411,7 @@ def report(runs: Sequence[RunResult], cfg: Any, out: Path, command: str, wall_s:
                "random_own_best_at": "random reached its best at", "asha_best": "ASHA+TPE best",
                "asha_at_target": f"ASHA+TPE best at {TARGET_RATIO:.0%}", "epochs_to_reach":
                "ASHA+TPE epochs to random's best", "ratio": "ratio", "met": f"<= {TARGET_RATIO:.2f}"}
-    run_columns = {"seed": "seed", "method": "method", "trials": "trials", "stopped_early": "stopped by ASHA",
+    run_columns = {"seed": "seed", "method": "method", "trials": "trials", "stopped_early": "stopped early",
                    "cut_by_budget": "cut by budget", "trial_epochs": "trial-epochs", "best": "best",
                    "wall_s": "wall s"}
     rows = run_rows(runs)
