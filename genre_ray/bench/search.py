@@ -30,14 +30,15 @@ from typing import Any
 
 from genre_ray.bench import command_line, machine_summary, markdown_table, write_report
 
-__all__ = ["BudgetCounter", "Curve", "Report", "RunResult", "best_so_far", "budget_stopper", "epochs_to_reach",
-           "median_curve", "order_reports", "run_search_bench"]
+__all__ = ["BudgetCounter", "Curve", "Report", "RunResult", "best_so_far", "budget_stopper",
+           "epochs_to_reach", "median_curve", "order_reports", "run_search_bench"]
 
 log = logging.getLogger(__name__)
 
 HELP = "compare ASHA + TPE with random search (no early stopping) on the same budget of trial-epochs"
 DEFAULT_SPACE = "search_spaces/cnn.yaml"
 TARGET_RATIO = 0.40
+DEFAULT_RANDOM_TRIALS = 12  # the search spaces' own num_samples
 DEMO_ROOT = "cache/bench_search_demo"  # under the results folder: never the searches' demo collection
 #: A harder demo than the search's default, where random search does not reach the ceiling:
 #: 10 overlapping styles, 6-s songs (3 clips each), 9 epochs with ASHA rungs at 1, 3 and 9.
@@ -115,7 +116,7 @@ def epochs_to_reach(curve: Curve, target: float, mode: str, budget: int | None =
     Returns:
         The epochs, or None when it never does (or not within the budget).
     """
-    for x, y in zip(curve.x, curve.y):
+    for x, y in zip(curve.x, curve.y, strict=True):
         if budget is not None and x > budget:
             break
         if not math.isnan(y) and (y >= target if mode == "max" else y <= target):
@@ -332,6 +333,7 @@ def seed_rows(runs: Sequence[RunResult], target: float = TARGET_RATIO) -> list[d
         rows.append({"seed": seed, "budget": budget, "random_best": _fmt(rnd.curve.final),
                      "random_own_best_at": epochs_to_reach(rnd.curve, rnd.curve.final, rnd.mode),
                      "asha_best": _fmt(asha.curve.final),
+                     "random_at_target": _fmt(value_at(rnd.curve, int(target * budget))),
                      "asha_at_target": _fmt(value_at(asha.curve, int(target * budget))),
                      "epochs_to_reach": reach if reach is not None else "not reached",
                      "ratio": f"{ratio:.2f}" if math.isfinite(ratio) else "not reached",
@@ -378,7 +380,8 @@ def plot(runs: Sequence[RunResult], metric: str, path: Path, target: float = TAR
         for r in mine:
             ax.step(r.curve.x, r.curve.y, where="post", color=colors[method], alpha=0.35, lw=0.8)
         med = median_curve([r.curve for r in mine], max(r.trial_epochs for r in mine))
-        ax.step(med.x, med.y, where="post", color=colors[method], lw=2.2, label=f"{label} (median of {len(mine)})")
+        ax.step(med.x, med.y, where="post", color=colors[method], lw=2.2,
+                label=f"{label} (median of {len(mine)})")
     best = statistics.median([r.curve.final for r in runs if r.method == "random"])
     ax.axhline(best, color="tab:red", ls="--", lw=1, label=f"random search's best (median) {best:.4f}")
     ax.axvline(target * budget, color="black", ls=":", lw=1, label=f"{target:.0%} of the budget")
@@ -403,12 +406,14 @@ def report(runs: Sequence[RunResult], cfg: Any, out: Path, command: str, wall_s:
               "data": _describe_data(cfg),
               "overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none",
               "metric": f"{s['metric']} ({cfg.mode}) on the validation songs",
-              "search": f"max_epochs {s['max_epochs']}, ASHA grace_period {s['grace_period']}, reduction_factor "
-              f"{s['reduction_factor']:g}, max_concurrent {s['max_concurrent']}, {cfg.resources['cpu']:g} CPU "
-              "per trial",
+              "search": f"max_epochs {s['max_epochs']}, ASHA grace_period {s['grace_period']}, "
+              f"reduction_factor {s['reduction_factor']:g}, max_concurrent {s['max_concurrent']}, "
+              f"{cfg.resources['cpu']:g} CPU per trial; both methods share each seed (searcher and "
+              "training), so TPE's first, random suggestions are random search's",
               "wall time": f"{wall_s:.0f} s in all (data and features included)"}
     columns = {"seed": "seed", "budget": "budget (random's trial-epochs)", "random_best": "random best",
                "random_own_best_at": "random reached its best at", "asha_best": "ASHA+TPE best",
+               "random_at_target": f"random best at {TARGET_RATIO:.0%}",
                "asha_at_target": f"ASHA+TPE best at {TARGET_RATIO:.0%}", "epochs_to_reach":
                "ASHA+TPE epochs to random's best", "ratio": "ratio", "met": f"<= {TARGET_RATIO:.2f}"}
     run_columns = {"seed": "seed", "method": "method", "trials": "trials", "stopped_early": "stopped early",
@@ -416,8 +421,8 @@ def report(runs: Sequence[RunResult], cfg: Any, out: Path, command: str, wall_s:
                    "wall_s": "wall s"}
     rows = run_rows(runs)
     sections = [
-        ("Target", f"ASHA + TPE should reach random search's best {s['metric']} within "
-         f"{TARGET_RATIO:.0%} of random's trial-epochs. Ratio = ASHA + TPE's epochs to reach it / the budget.\n\n"
+        ("Target", f"ASHA + TPE should reach random search's best {s['metric']} within {TARGET_RATIO:.0%} of "
+         "random's trial-epochs. Ratio = ASHA + TPE's epochs to reach it / the budget.\n\n"
          + markdown_table([*seeds, median_row(seeds)], columns)),
         ("Runs", markdown_table(rows, run_columns)),
         ("Plot", f"![best so far]({out.with_suffix('.png').name})"),
@@ -440,12 +445,13 @@ def _describe_data(cfg: Any) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``python -m genre_ray.bench search``."""
-    p.add_argument("--space", default=DEFAULT_SPACE, metavar="YAML", help=f"the search space (default: "
-                   f"{DEFAULT_SPACE}, on a harder demo: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_OVERRIDES.items()
-                                                                   if k.startswith("data.")) + ")")
+    demo = ", ".join(f"{k}={v}" for k, v in DEFAULT_OVERRIDES.items() if k.startswith("data."))
+    p.add_argument("--space", default=DEFAULT_SPACE, metavar="YAML",
+                   help=f"the search space (default: {DEFAULT_SPACE}, on a harder demo: {demo})")
     p.add_argument("--data", metavar="DIR", help="a folder-per-genre collection instead of the demo")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--random-trials", type=int, metavar="N", help="random search's trials (default: 12)")
+    size.add_argument("--random-trials", type=int, metavar="N", help="random search's trials "
+                      f"(default: {DEFAULT_RANDOM_TRIALS})")
     size.add_argument("--budget", type=int, metavar="E", help="trial-epochs for each method: random search "
                       "runs E // max_epochs trials (default: 12 x max_epochs)")
     p.add_argument("--seeds", type=int, default=3, metavar="K", help="repeat both methods with seeds "
@@ -492,7 +498,8 @@ def run_cli(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     epochs = cfg.search["max_epochs"]
-    trials = args.random_trials or (max(1, args.budget // epochs) if args.budget else (2 if args.smoke else 12))
+    trials = args.random_trials or (max(1, args.budget // epochs) if args.budget else
+                                    (2 if args.smoke else DEFAULT_RANDOM_TRIALS))
     seeds = range(1 if args.smoke else args.seeds)
     for noisy in ("ray", "ray.data", "ray.tune"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
