@@ -100,6 +100,8 @@ def tpe_sampler(seed: int) -> Any:
 def _trial_callback(tracker: Any, cfg: SearchConfig) -> Any:
     from ray import tune
 
+    from genre_ray.spaces import resolve
+
     planned, metric, total = cfg.search["max_epochs"], cfg.search["metric"], cfg.search["num_samples"]
 
     class TrialRuns(tune.Callback):
@@ -110,8 +112,9 @@ def _trial_callback(tracker: Any, cfg: SearchConfig) -> Any:
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             tracker.start_trial(trial.trial_id, f"trial-{trial.trial_id}", trial.config)
-            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(trial.config.items()))
-            log.info("trial %s started: %s", trial.trial_id, shown)
+            plan = resolve(trial.config)
+            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted({**plan.params, **plan.train}.items()))
+            log.info("trial %s started: %s on %s: %s", trial.trial_id, plan.model, plan.kind, shown)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             metrics = {k: v for k, v in result.items()
