@@ -7,14 +7,15 @@ learned GRU/LSTM aggregator is in :mod:`genre_ray.aggregate`) and the song gets 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
                              f1_score, log_loss, roc_auc_score)
 
-__all__ = ["classification_scores", "confusion_png", "majority_baseline", "per_class_report", "song_level"]
+__all__ = ["classification_scores", "confusion_png", "majority_baseline", "per_class_report", "save_figure",
+           "song_level"]
 
 
 def song_level(clip_probs: np.ndarray, clip_song: np.ndarray, n_songs: int | None = None,
@@ -111,6 +112,13 @@ def confusion_png(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
     ConfusionMatrixDisplay(cm, display_labels=list(classes)).plot(ax=ax, colorbar=False,
                                                                    xticks_rotation=45)
     ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write (folders created) and close a matplotlib figure; return its path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,16 +1,25 @@
-"""The files a search leaves in ``results/<search name>/``: leaderboard and summary.
+"""The files a search leaves in ``results/<search name>/``: leaderboard, summary, parameter
+importances and the best-so-far curve.
 
 No Ray and no MLflow here: the search hands over plain rows and numbers.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["leaderboard_frame", "stop_reason", "write_summary"]
+__all__ = ["best_so_far", "best_so_far_png", "leaderboard_frame", "param_importances", "stop_reason",
+           "write_param_importances", "write_summary"]
+
+#: Leaderboard columns that are not part of a trial's config (the config's keys are dotted).
+_NOT_PARAMS = {"rank", "trial_id", "best_epoch", "epochs", "wall_s", "stopped", "error", "finished_at"}
 
 
 def stop_reason(error: str | None, epochs_run: int, epochs_planned: int, patience: bool = False) -> str:
@@ -95,3 +104,204 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+# ---------------------------------------------------------------------------- parameter importances
+def _complete(board: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The trials Optuna would count as complete: a finite best value and no error."""
+    key = f"best_{metric}"
+    if board.empty or key not in board:
+        return board.iloc[0:0]
+    ok = np.isfinite(pd.to_numeric(board[key], errors="coerce").to_numpy(dtype=float))
+    if "stopped" in board:
+        ok &= (board["stopped"] != "error").to_numpy()
+    return board[ok].reset_index(drop=True)
+
+
+def _active_params(trials: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's searched values, NaN where the parameter is not part of that trial.
+
+    :mod:`genre_ray.spaces` also writes merged copies into a trial's config: in a zoo, plain
+    ``features.kind`` copies ``features.kind.<model>`` (or the only variant a model takes), and
+    ``train.aggregation`` copies ``train.aggregation.classical`` in a classical model's trial. A
+    copy would share its source's importance, so it is left out.
+    """
+    columns = [c for c in trials.columns if "." in c and not c.startswith("best_") and c not in _NOT_PARAMS]
+    values = trials[columns].astype(object).where(trials[columns].notna(), None)
+    if any(c.startswith("features.kind.") for c in columns):
+        values = values.drop(columns="features.kind", errors="ignore")
+    for col in list(values.columns):
+        sources = [c for c in values.columns if c.startswith(col + ".")]
+        if sources:
+            values.loc[trials[sources].notna().any(axis=1).to_numpy(), col] = None
+    return values
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _distribution(values: list[Any]) -> tuple[Any, Callable[[Any], Any], str]:
+    """An Optuna distribution over the observed values, the value converter, and a description.
+
+    Numbers get a range: integers an int range, floats a log scale when they look log-uniform
+    (positive, spanning a decade or more, most of them in the lower half of the range); anything
+    else is categorical.
+    """
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if all(_is_number(v) for v in values):
+        nums = [float(v) for v in values]
+        low, high = min(nums), max(nums)
+        if all(n.is_integer() for n in nums):
+            return IntDistribution(int(low), int(high)), lambda v: int(v), f"int [{int(low)}, {int(high)}]"
+        log = low > 0 and high >= 10 * low and float(np.mean(np.array(nums) < (low + high) / 2)) >= 0.7
+        return (FloatDistribution(low, high, log=log), lambda v: float(v),
+                f"float [{low:.3g}, {high:.3g}]" + (" log" if log else ""))
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        choices: list[Any] = sorted({bool(v) for v in values})
+        return CategoricalDistribution(choices), lambda v: bool(v), "{" + ", ".join(map(str, choices)) + "}"
+    choices = sorted({str(v) for v in values})
+    return CategoricalDistribution(choices), lambda v: str(v), "{" + ", ".join(choices) + "}"
+
+
+def _no_importances(reason: str) -> pd.DataFrame:
+    frame = pd.DataFrame(columns=["param", "importance", "trials", "distribution"])
+    frame.attrs["reason"] = reason
+    return frame
+
+
+def param_importances(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """How much each searched parameter mattered, by Optuna's importance evaluator.
+
+    The finished trials become an Optuna study (``create_trial`` with distributions inferred from the
+    leaderboard's config columns over the observed values). Optuna's default evaluator, PED-ANOVA,
+    scores a conditional parameter (a zoo model's own ``model.<name>.<param>``) within the trials that
+    have it, so one table covers the whole zoo. It compares the best tenth of the trials with all of
+    them, so with fewer than about 50 trials the numbers are rough.
+
+    Args:
+        board: the leaderboard (one row per trial, config columns ``model.name``, ``train.lr``, ...).
+        metric: the objective (``best_<metric>`` is each trial's value).
+        mode: ``max`` or ``min``.
+
+    Returns:
+        ``param``, ``importance`` (sums to 1), ``trials`` (complete trials that have the parameter),
+        ``distribution``; most important first. Empty, with ``attrs["reason"]``, when there is nothing
+        to attribute (fewer than 2 complete trials, all scored the same, or no parameter varied).
+    """
+    import optuna
+
+    trials = _complete(board, metric)
+    if len(trials) < 2:
+        return _no_importances(f"{len(trials)} complete trial(s); importances need at least 2")
+    scores = trials[f"best_{metric}"].astype(float).to_numpy()
+    if np.ptp(scores) == 0:
+        return _no_importances(f"all {len(trials)} complete trials scored best_{metric} = {scores[0]:.4g}; "
+                               "nothing to attribute")
+    values = _active_params(trials)
+    dists: dict[str, Any] = {}
+    for col in values.columns:
+        seen = [v for v in values[col] if v is not None]
+        if len({str(v) for v in seen}) > 1:  # a parameter that never varied explains nothing
+            dists[col] = _distribution(seen)
+    if not dists:
+        return _no_importances(f"no parameter took more than one value in the {len(trials)} complete trials")
+    frozen = []
+    for i, score in enumerate(scores):
+        params = {c: conv(values.at[i, c]) for c, (_, conv, _) in dists.items()
+                  if values.at[i, c] is not None}
+        frozen.append(optuna.trial.create_trial(params=params, distributions={c: dists[c][0] for c in params},
+                                                value=float(score)))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory"
+    try:
+        study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+        study.add_trials(frozen)
+        with warnings.catch_warnings():  # "few trials" and "experimental argument" warnings
+            warnings.simplefilter("ignore")
+            raw = optuna.importance.get_param_importances(study, normalize=False)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    total = sum(raw.values())
+    if not total > 0:  # normalize=True would spread 1.0 equally, which reads as a finding
+        return _no_importances(f"the best of the {len(trials)} complete trials differ from the rest in no "
+                               "parameter that PED-ANOVA can see; run more trials")
+    rows = [{"param": p, "importance": v / total, "trials": int(values[p].notna().sum()),
+             "distribution": dists[p][2]} for p, v in raw.items()]
+    frame = pd.DataFrame(rows).sort_values(["importance", "param"], ascending=[False, True], kind="stable")
+    frame.attrs["method"] = (f"Optuna PED-ANOVA over {len(trials)} complete trials, objective best_{metric} "
+                             f"({mode}); a conditional parameter is scored within the trials that have it")
+    return frame.reset_index(drop=True)
+
+
+def write_param_importances(board: pd.DataFrame, metric: str, mode: str, path: Path) -> pd.DataFrame:
+    """Write :func:`param_importances` as CSV; its ``note`` column says how, or why there are none."""
+    frame = param_importances(board, metric, mode)
+    out = frame.assign(note="") if len(frame) else pd.DataFrame(
+        [{"param": "", "importance": math.nan, "trials": 0, "distribution": ""}])
+    out.loc[0, "note"] = frame.attrs.get("method") or frame.attrs.get("reason", "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(path, index=False)
+    return frame
+
+
+# ---------------------------------------------------------------------------- best so far
+def best_so_far(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """The best validation value so far, one row per complete trial in the order the trials finished.
+
+    With a ``finished_at`` column (Unix seconds of each trial's last report) ``seconds`` is the
+    time since the first trial started (``finished_at - wall_s``). Without one the finishing order
+    is unknown: the trials' run times (``wall_s``) are added up in the leaderboard's row order, and
+    ``attrs["clock"]`` says so.
+
+    Returns:
+        ``trial_id``, ``seconds``, ``value`` (the trial's ``best_<metric>``) and ``best`` (so far).
+    """
+    trials = _complete(board, metric)
+    wall = pd.to_numeric(trials["wall_s"], errors="coerce").fillna(0.0) if "wall_s" in trials else \
+        pd.Series(0.0, index=trials.index)
+    if len(trials) and "finished_at" in trials and trials["finished_at"].notna().all():
+        end = trials["finished_at"].astype(float)
+        seconds = end - (end - wall).min()
+        clock = "time since the first trial started (s), at each trial's finish"
+    else:
+        seconds = wall.cumsum()
+        clock = "trial run times added up in leaderboard row order (s): finishing times not recorded"
+    frame = pd.DataFrame({"trial_id": trials.get("trial_id", pd.Series(index=trials.index, dtype=object)),
+                          "seconds": seconds.astype(float), "value": trials.get(f"best_{metric}", np.nan)})
+    frame = frame.sort_values("seconds", kind="stable").reset_index(drop=True)
+    values = frame["value"].astype(float)
+    frame["best"] = values.cummax() if mode == "max" else values.cummin()
+    frame.attrs["clock"] = clock
+    return frame
+
+
+def best_so_far_png(board: pd.DataFrame, metric: str, mode: str, path: Path) -> Path:
+    """Plot :func:`best_so_far`: each trial's best value and the best so far, against time.
+
+    Args:
+        board: the leaderboard (``best_<metric>``, ``wall_s``, optionally ``finished_at``).
+        metric: the objective; mode: ``max`` or ``min``.
+        path: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = best_so_far(board, metric, mode)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if len(curve):
+        ax.scatter(curve["seconds"], curve["value"], s=18, color="0.6", label="each trial's best")
+        ax.step(curve["seconds"], curve["best"], where="post", color="C0", lw=2, label="best so far")
+        ax.legend(loc="best")
+    else:
+        ax.text(0.5, 0.5, "no trial reported the objective", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(curve.attrs["clock"], fontsize=9)
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"best {metric} so far ({len(curve)} complete trials of {len(board)})")
+    ax.grid(alpha=0.3)
+    from genre_ray.evaluate import save_figure
+
+    return save_figure(fig, path)

@@ -23,7 +23,7 @@ from genre_ray.data.demo import DemoSpec, ensure_demo_collection
 from genre_ray.data.tables import image_manifest, table_manifest
 from genre_ray.data.splits import SplitError, assign_splits, song_folds, split_id, split_report
 from genre_ray.data.tasks import TaskError, TaskSpec, apply_task
-from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline
+from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline, per_class_report
 from genre_ray.features import FeatureSettings
 from genre_ray.report import write_summary
 from genre_ray.tuning import leaderboard, ray_init, tuner
@@ -255,12 +255,18 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]
         summary.update(out_dir=str(out_dir), tracking_uri=uri, skipped=skipped, name=cfg.name, cache=cache,
                        wall_s=time.perf_counter() - t0)
         write_summary(out_dir / "summary.md", summary)
+        from genre_ray.report import best_so_far_png, write_param_importances
+
+        write_param_importances(summary["leaderboard"], cfg.search["metric"], cfg.mode,
+                                out_dir / "param_importances.csv")
+        best_so_far_png(summary["leaderboard"], cfg.search["metric"], cfg.mode, out_dir / "best_so_far.png")
         summary["tracker"].finish_parent(
             {f"best_{cfg.search['metric']}": summary["best_val"], "test_songs": summary["test_songs"],
              **{f"test_song_{k}": v for k, v in summary["test"].items()}},
             {"best_trial": summary["leaderboard"].loc[0, "trial_id"]},
             [out_dir / f for f in ("leaderboard.csv", "summary.md", "confusion_matrix.png", "splits.csv",
-                                   "data_report.csv", "classes.csv")])
+                                   "data_report.csv", "classes.csv", "param_importances.csv",
+                                   "best_so_far.png", "per_class_report.csv")])
         summaries.append(summary)
     return summaries
 
@@ -305,7 +311,8 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
         raise SearchFailed(f"task {task.name}: every trial failed; see the error column of "
                            f"{out_dir / 'leaderboard.csv'}")
     best = by_trial[board.loc[0, "trial_id"]]
-    summary = _finish(cfg, task.name, best, board, arrays, tracker, out_dir, sid, promote)
+    summary = _finish(cfg, task.name, best, board, arrays, tracker, out_dir, sid, promote,
+                      table.info["cache_key"])
     summary.update(
         leaderboard=board, metric=metric, split_table=split_table, split_method=how, task=task.name, split_id=sid,
         tracker=tracker,
@@ -328,11 +335,12 @@ def _feature_tag(cfg: SearchConfig, kind: str) -> str:
     return str(FeatureSettings.from_config(cfg.features, kinds=(kind,)).as_dict())
 
 
-def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays: dict[str, Any], tracker: Any,
-            out_dir: Path, sid: str, promote: bool) -> dict[str, Any]:
-    """Score the best checkpoint once on the test songs and register it."""
+def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays: dict[str, Any],
+            tracker: Any, out_dir: Path, sid: str, promote: bool, cache_key: str) -> dict[str, Any]:
+    """Score the best checkpoint once on the test songs and register it as a song classifier."""
     import torch
 
+    from genre_ray.serving import NON_AUDIO_KINDS, SongClassifier
     from genre_ray.spaces import resolve
     from genre_ray.train import load_checkpoint_model, song_probabilities
 
@@ -342,19 +350,33 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays
     with checkpoint.as_directory() as d:
         model = load_checkpoint_model(d, arrays["trial"][plan.kind], best.config, _groups(cfg))
     test, classes = arrays["test"][plan.kind], arrays["classes"]
-    clip_probs, probs = song_probabilities(model, test["x"], test["song"], len(test["y_song"]), torch.device("cpu"))
+    clip_probs, probs = song_probabilities(model, test["x"], test["song"], len(test["y_song"]),
+                                           torch.device("cpu"))
     scores = classification_scores(test["y_song"], probs)
     scores = {**{k: scores[k] for k in ("acc", "bacc", "f1", "auc") if k in scores},
               "clip_acc": classification_scores(test["y"], clip_probs)["acc"]}
     baseline = majority_baseline(arrays["y_dev"], test["y_song"], len(classes))
     confusion_png(test["y_song"], probs.argmax(1), classes, out_dir / "confusion_matrix.png",
                   f"{cfg.name}: test split, {len(test['y_song'])} songs, accuracy {scores['acc']:.3f}")
+    per_class_report(test["y_song"], probs.argmax(1), classes).to_csv(out_dir / "per_class_report.csv",
+                                                                       index_label="class")
     model.probabilities = True
-    registered = tracker.register_model(
-        model, cfg.tracking["registered_model"] or f"genre-{task}", test["x"][:2], scores["acc"], sid,
-        {"classes": ",".join(classes), "feature_settings": _feature_tag(cfg, plan.kind), "search": cfg.name,
-         "model": plan.model, "aggregation": plan.train.get("aggregation", "mean"),
-         "input": f"{plan.kind} clips {tuple(test['x'].shape[1:])}, float32"}, promote=promote)
+    name = cfg.tracking["registered_model"] or f"genre-{task}"
+    aggregation = plan.train.get("aggregation", "mean")
+    audio = plan.kind not in NON_AUDIO_KINDS
+    shape = tuple(test["x"].shape[1:])
+    settings = FeatureSettings.from_config(cfg.features, kinds=(plan.kind,)) if audio else None
+    info = {"task": task, "registered_model": name, "model": plan.model, "params": dict(plan.params),
+            "search": cfg.name, "split_id": sid, "feature_cache_key": cache_key, "test_song_acc": scores["acc"]}
+    if plan.kind == "image":
+        info["image_size"] = cfg.features["image_size"]
+    classifier = SongClassifier(model, classes, plan.kind, settings, aggregation, info, shape)
+    tags = {"search": cfg.name, "model": plan.model,
+            "input": f"audio (path, or waveform + sample_rate) -> {plan.kind} clips {shape}" if audio
+            else f"{plan.kind} clips {shape}, float32"}
+    if not audio:  # an audio model's tag is the classifier's own: its FeatureSettings as JSON
+        tags["feature_settings"] = _feature_tag(cfg, plan.kind)
+    registered = tracker.register_model(classifier, name, scores["acc"], sid, tags, promote=promote)
     return {"best_config": dict(best.config), "best_val": float(board.loc[0, f"best_{metric}"]),
             "test": scores, "test_songs": int(len(test["y_song"])), "test_clips": int(len(test["y"])),
             "baseline": baseline, "registered": registered, "classes": classes,

@@ -162,47 +162,38 @@ class Tracker:
         self._safe("end run", self.client.set_terminated, self.parent_id, status)
 
     # ---------------------------------------------------------------------------- registry
-    def register_model(self, model: Any, name: str, example: Any, test_score: float, split_id: str,
+    def register_model(self, classifier: Any, name: str, test_score: float, split_id: str,
                        version_tags: dict[str, str], promote: bool = False) -> dict[str, Any] | None:
-        """Log the model on the parent run, register it, and apply the champion policy.
+        """Log the classifier as a pyfunc model on the parent run, register it, apply the champion policy.
 
         The new version becomes ``champion`` when there is none, when ``promote`` is set, or when
-        its test score beats the champion's on the same split; otherwise it is ``challenger``.
+        its test score beats the champion's on the same split; otherwise it is ``challenger``. The
+        version's tags record the decision, its score and the champion's it was compared with, and
+        what the model takes (:func:`genre_ray.serving.version_tags`).
+
+        Args:
+            classifier: a :class:`genre_ray.serving.SongClassifier`.
+            name: the registered model (``genre-<task>``).
+            test_score: its song accuracy on the test split.
+            split_id: the identity of that split.
+            version_tags: more tags for the version (they win over the classifier's own).
+            promote: make it the champion whatever the scores.
 
         Returns:
-            ``{"name", "version", "alias", "reason", "model_uri"}`` or None if tracking failed.
+            ``{"name", "version", "alias", "reason", "model_uri", "run_model_uri"}`` or None if
+            tracking failed.
         """
         if self.parent_id is None or not self.ok:
             return None
-        return self._safe("register model", self._register, model, name, example, test_score, split_id,
+        return self._safe("register model", self._register, classifier, name, test_score, split_id,
                           version_tags, promote)
 
-    def _register(self, model: Any, name: str, example: Any, test_score: float, split_id: str,
+    def _register(self, classifier: Any, name: str, test_score: float, split_id: str,
                   version_tags: dict[str, str], promote: bool) -> dict[str, Any]:
-        import torch
-        from mlflow.models import infer_signature
+        from genre_ray import serving
 
-        common = {"name": "model", "input_example": example, "registered_model_name": name,
-                  "await_registration_for": 60}
-        if isinstance(model, torch.nn.Module):
-            import mlflow.pytorch
-
-            with torch.inference_mode():
-                probs = model(torch.as_tensor(example)).numpy()
-            reqs = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
-            with mlflow.start_run(run_id=self.parent_id):
-                info = mlflow.pytorch.log_model(model, signature=infer_signature(example, probs),
-                                                pip_requirements=reqs, **common)
-        else:  # fitted scikit-learn estimators (a classical model), with predict_proba
-            import mlflow.sklearn
-            import sklearn
-
-            example = example.reshape(len(example), -1)
-            reqs = [f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}", "numpy"]
-            with mlflow.start_run(run_id=self.parent_id):
-                info = mlflow.sklearn.log_model(model, signature=infer_signature(example, model.predict(example)),
-                                                pip_requirements=reqs, serialization_format="cloudpickle",
-                                                **{**common, "input_example": example})
+        with mlflow.start_run(run_id=self.parent_id):
+            info = serving.log_model(classifier, registered_model_name=name)
         version = str(info.registered_model_version)
         current = None
         try:
@@ -211,11 +202,16 @@ class Tracker:
             pass
         alias, reason = self._decide(current, test_score, split_id, promote)
         self.client.set_registered_model_alias(name, alias, version)
-        tags = {**version_tags, TEST_METRIC: f"{test_score:.6f}", "split_id": split_id, "decision": reason}
+        tags = {**serving.version_tags(classifier), **version_tags, TEST_METRIC: f"{test_score:.6f}",
+                "split_id": split_id, "decision": reason, "alias_at_registration": alias}
+        if current is not None:  # the score it was compared with, beside its own
+            tags.update({"compared_with_version": str(current.version),
+                         f"compared_with_{TEST_METRIC}": current.tags.get(TEST_METRIC, "unknown"),
+                         "compared_with_split_id": current.tags.get("split_id", "unknown")})
         for k, v in tags.items():
             self.client.set_model_version_tag(name, version, k, str(v))
         return {"name": name, "version": version, "alias": alias, "reason": reason,
-                "model_uri": f"models:/{name}@{alias}"}
+                "model_uri": f"models:/{name}@{alias}", "run_model_uri": info.model_uri}
 
     @staticmethod
     def _decide(current: Any, score: float, split_id: str, promote: bool) -> tuple[str, str]:

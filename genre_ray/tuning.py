@@ -157,6 +157,7 @@ def leaderboard(results: Any, cfg: SearchConfig) -> tuple[pd.DataFrame, dict[str
             row["best_epoch"] = int(df.loc[best, "training_iteration"])
             row["epochs"] = int(df["training_iteration"].max())
             row["wall_s"] = float(df["time_total_s"].max())
+            row["finished_at"] = float(df["timestamp"].max())  # Unix s of the trial's last report
         else:
             row.update({f"best_{metric}": np.nan, "epochs": 0, "wall_s": np.nan})
         last = r.metrics or {}

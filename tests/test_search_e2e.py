@@ -87,8 +87,10 @@ def test_mlflow_has_parent_children_and_champion(searched: dict) -> None:
         assert tag in first_parent.data.tags
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model("models:/genre-e2e@champion")
-    probs = model.predict(np.zeros((4, 32, 44), np.float32))
-    assert probs.shape == (4, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    wave = np.sin(np.arange(3 * 22050) / 22050 * 2 * np.pi * 440).tolist()
+    out = model.predict(pd.DataFrame({"waveform": [wave, wave], "sample_rate": [22050, 22050]}))
+    probs = out.filter(like="prob_").to_numpy()
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert searched["first"]["registered"]["alias"] == "champion"
     assert searched["second"]["registered"]["alias"] in {"champion", "challenger"}
 

@@ -1,24 +1,37 @@
-"""MLflow layout and the champion policy, on a throwaway SQLite store."""
+"""MLflow layout, the champion policy and the registered pyfunc model, on a throwaway SQLite store."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from genre_ray import serving
+from genre_ray.features import FeatureSettings
+from genre_ray.serving import SongClassifier
+from genre_ray.spaces import TrialPlan
 from genre_ray.tracking import CHALLENGER, CHAMPION, Tracker, TrackingError, default_tracking_uri
+from genre_ray.train import TrialData, build
+
+SETTINGS = FeatureSettings(kinds=("logmel",), sample_rate=8000, clip_seconds=0.5, clip_overlap=0.0, n_fft=256,
+                           hop_length=128, n_mels=8)
 
 
-class Tiny(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = torch.nn.Linear(6, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.lin(x.flatten(1)), dim=-1)
+def tiny_classifier(seed: int = 0) -> SongClassifier:
+    """An untrained 3-genre network on 8-mel clips: what registration needs, nothing more."""
+    torch.manual_seed(seed)
+    x = np.random.default_rng(seed).standard_normal((6, *SETTINGS.shape("logmel"))).astype(np.float32)
+    y = np.arange(6) % 3
+    mean, std = x.mean(axis=(0, 2), keepdims=True)[0], x.std(axis=(0, 2), keepdims=True)[0] + 1e-5
+    data = TrialData(x, y, x, y, y, y[:3], ["blues", "jazz", "rock"], mean=mean, std=std)
+    model = build(data, TrialPlan("cnn2d", "logmel", {"depth": 1, "width": 4}, {})).eval()
+    return SongClassifier(model, data.classes, "logmel", SETTINGS, "mean",
+                          {"split_id": "split-a", "feature_cache_key": "cache-1"})
 
 
 @pytest.fixture()
@@ -45,25 +58,64 @@ def test_parent_and_child_runs_with_step_metrics(tracker: Tracker) -> None:
 
 
 def test_champion_moves_only_when_beaten_on_the_same_split(tracker: Tracker) -> None:
-    example = np.zeros((2, 2, 3), np.float32)
-    first = second = third = fourth = None
+    clf = tiny_classifier()
     tracker.start_parent("s1", {}, {})
-    first = tracker.register_model(Tiny(), "genre-unit", example, 0.80, "split-a", {})
+    first = tracker.register_model(clf, "genre-unit", 0.80, "split-a", {"search": "s1"})
     assert first and first["alias"] == CHAMPION and first["version"] == "1"
     tracker.start_parent("s2", {}, {})
-    second = tracker.register_model(Tiny(), "genre-unit", example, 0.70, "split-a", {})
+    second = tracker.register_model(clf, "genre-unit", 0.70, "split-a", {})
     assert second and second["alias"] == CHALLENGER and "does not beat" in second["reason"]
     tracker.start_parent("s3", {}, {})
-    third = tracker.register_model(Tiny(), "genre-unit", example, 0.95, "split-b", {})
+    third = tracker.register_model(clf, "genre-unit", 0.95, "split-b", {})
     assert third and third["alias"] == CHALLENGER and "another split" in third["reason"]
     tracker.start_parent("s4", {}, {})
-    fourth = tracker.register_model(Tiny(), "genre-unit", example, 0.90, "split-a", {})
+    fourth = tracker.register_model(clf, "genre-unit", 0.90, "split-a", {})
     assert fourth and fourth["alias"] == CHAMPION
-    version = tracker.client.get_model_version_by_alias("genre-unit", CHAMPION)
+    client = tracker.client
+    version = client.get_model_version_by_alias("genre-unit", CHAMPION)
     assert str(version.version) == "4" and version.tags["decision"].startswith("test_song_acc 0.9000 beats")
+    # the decision and both scores are on the version
+    tags = version.tags
+    assert tags["test_song_acc"] == "0.900000" and tags["compared_with_test_song_acc"] == "0.800000"
+    assert tags["compared_with_version"] == "1"
+    challenger = client.get_model_version("genre-unit", "2").tags
+    assert challenger["test_song_acc"] == "0.700000"
+    assert challenger["compared_with_test_song_acc"] == "0.800000"
+    assert challenger["alias_at_registration"] == CHALLENGER
+    v1 = client.get_model_version("genre-unit", "1")
+    assert v1.tags["search"] == "s1" and "compared_with_version" not in v1.tags
+
+
+def test_the_registered_version_is_a_pyfunc_song_classifier(tracker: Tracker) -> None:
+    tracker.start_parent("s1", {}, {})
+    tracker.register_model(tiny_classifier(), "genre-unit", 0.5, "split-a", {})
+    version = tracker.client.get_model_version_by_alias("genre-unit", CHAMPION)
+    tags = version.tags
+    assert tags["kind"] == "logmel" and tags["classes"] == "blues,jazz,rock" and tags["aggregation"] == "mean"
+    assert json.loads(tags["feature_settings"])["n_mels"] == 8
+    assert tags["split_id"] == "split-a" and tags["feature_cache_key"] == "cache-1"
     model = mlflow.pyfunc.load_model("models:/genre-unit@champion")
-    assert model.predict(example).shape == (2, 3)
-    assert model.predict(np.zeros((5, 2, 3), np.float32)).shape == (5, 3)
+    assert model.metadata.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    wave = np.sin(np.arange(12000) / 8000 * 2 * np.pi * 330).tolist()
+    out = model.predict(pd.DataFrame({"waveform": [wave], "sample_rate": [8000]}))
+    assert len(out) == 1 and out["genre"].iloc[0] in {"blues", "jazz", "rock"}
+    assert np.isclose(out[["prob_blues", "prob_jazz", "prob_rock"]].to_numpy().sum(), 1.0)
+    rows = pd.DataFrame({"waveform": [wave], "sample_rate": [8000]})
+    timeline = model.predict(rows, params={"timeline": True})
+    assert list(timeline["start_s"]) == [0.0, 0.5, 1.0]
+    run_uri = f"runs:/{tracker.parent_id}/model"
+    assert serving.load(run_uri).classes == ["blues", "jazz", "rock"]
+
+
+def test_a_failed_registration_does_not_stop_the_search(tracker: Tracker, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(serving, "log_model", broken)
+    tracker.start_parent("s1", {}, {})
+    assert tracker.register_model(tiny_classifier(), "genre-unit", 0.5, "split-a", {}) is None
+    assert not tracker.ok and "disk full" in caplog.text
 
 
 def test_unreachable_server_fails_fast_with_the_uri() -> None:
@@ -71,7 +123,8 @@ def test_unreachable_server_fails_fast_with_the_uri() -> None:
         Tracker("http://127.0.0.1:9/", "unit")
 
 
-def test_failures_during_a_search_are_logged_not_raised(tracker: Tracker, caplog: pytest.LogCaptureFixture) -> None:
+def test_failures_during_a_search_are_logged_not_raised(tracker: Tracker,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
     tracker.start_parent("s", {}, {})
 
     def broken(*args: object, **kwargs: object) -> None:

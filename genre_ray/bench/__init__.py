@@ -32,6 +32,7 @@ __all__ = ["SUBCOMMANDS", "Timing", "command_line", "load_average", "machine_sum
 SUBCOMMANDS: dict[str, str] = {
     "featurize": "genre_ray.bench.featurize",
     "search": "genre_ray.bench.search",
+    "tag": "genre_ray.bench.tag",
     "zoo": "genre_ray.bench.zoo",
 }
 

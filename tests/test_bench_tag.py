@@ -1,0 +1,72 @@
+"""``python -m genre_ray.bench tag``: a tiny run writes both methods, the ratio and the scaling.
+
+No timing thresholds here: timings belong in results/bench_tag.md, not in a test.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from genre_ray.bench.__main__ import build_parser, main
+from genre_ray.bench.tag import Method
+
+
+def test_the_subcommand_is_registered() -> None:
+    args = build_parser().parse_args(["tag", "--smoke", "--workers", "1,2"])
+    assert args.smoke and args.workers == "1,2" and args.repeats == 3
+
+
+def test_steady_rate_comes_from_the_rows_after_every_worker_delivered_once() -> None:
+    from genre_ray.tag import TagSummary
+
+    # 2 workers: first calls back at 5.0 and 5.2 s, then 32 rows every 0.2 s
+    s = TagSummary(Path("x"), 160, 0, predicted=160, workers=2,
+                   arrivals=[(5.0, 32), (5.2, 32), (5.4, 32), (5.6, 32), (5.8, 32)])
+    assert s.first_rows_s == 5.0 and s.steady_songs_per_s == pytest.approx(96 / 0.6)
+    m = Method("tag", 160, runs=[6.0, 7.0, 8.0], steady_runs=[150.0, 160.0, 170.0])
+    assert m.songs_per_s == pytest.approx(160 / 7.0) and m.steady == 160.0
+    assert Method("loop", 100, runs=[5.0]).steady == pytest.approx(20.0)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained classifier saved as a pyfunc folder: throughput does not need a good model."""
+    import torch
+
+    from genre_ray import serving
+    from genre_ray.features import FeatureSettings
+    from genre_ray.models.cnn1d import CNN1D
+    from genre_ray.train import Standardized
+
+    torch.manual_seed(0)
+    settings = FeatureSettings(kinds=("logmel",), clip_seconds=1.0, clip_overlap=0.0, n_mels=32)
+    bins = settings.shape("logmel")[0]
+    net = Standardized(CNN1D(3, settings.shape("logmel"), depth=1, width=8), np.zeros((bins, 1)),
+                       np.full((bins, 1), 20.0), probabilities=True)
+    classifier = serving.SongClassifier(net, ["a", "b", "c"], "logmel", settings)
+    return serving.save_model(classifier, tmp_path_factory.mktemp("bench-model") / "model")
+
+
+@pytest.mark.slow
+def test_a_tiny_run_reports_both_methods_and_the_ratio(model_dir: Path, tmp_path: Path,
+                                                        ray_session: Any) -> None:
+    out = tmp_path / "bench_tag.md"
+    assert main(["tag", "--smoke", "--model", str(model_dir), "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    for words in ("loop (pyfunc, one file at a time)", "tag, 1 worker", "tag, 2 workers",
+                  "tag, 2 workers / loop, whole run", "tag, 2 workers / loop, steady",
+                  "tag, 2 workers / tag, 1 worker, steady (scaling)", ">= 1.8x"):
+        assert words in text, words
+    with out.with_suffix(".csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["method"] for r in rows] == ["loop (pyfunc, one file at a time)", "tag, 1 worker",
+                                           "tag, 2 workers"]
+    assert all(float(r["songs_per_s"]) > 0 and int(r["songs"]) == 12 for r in rows)
+    assert ray_session.is_initialized()  # the caller's Ray session is left running
+    assert not list((tmp_path / "cache").glob("run-*"))  # scratch removed
