@@ -195,7 +195,10 @@ def test_k_fold_cross_validation_reports_the_mean_over_folds(tiny_demo: Path, tm
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    probs = mlflow.pyfunc.load_model("models:/genre-cv@champion").predict(np.zeros((2, 32, 44), np.float32))
+    wave = np.sin(np.arange(2 * 22050) / 22050 * 2 * np.pi * 220).tolist()  # the fold ensemble takes audio
+    out = mlflow.pyfunc.load_model("models:/genre-cv@champion").predict(
+        pd.DataFrame({"waveform": [wave, wave], "sample_rate": [22050, 22050]}))
+    probs = out.filter(like="prob_").to_numpy()
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert len(board) == 1
 
