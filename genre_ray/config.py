@@ -27,6 +27,7 @@ import yaml
 from genre_ray._checks import (Checker, ConfigError, Dist, _Bad, _bool, _err, _num, _optional,
                                _searchable, _str, _str_list, _type_name, _UNSET)
 from genre_ray.models import CLASSICAL, FAMILY, REGISTRY, accepts  # names only: no torch
+from genre_ray.storage import is_uri
 
 __all__ = [
     "SMOKE_OVERRIDES",
@@ -439,7 +440,11 @@ def _check_data(clean: dict[str, Any], file: str) -> None:
             what = "folder" if wants_dir else "file"
             raise _err(file, "data.path", f"is required when data.source is {source} (a {what})", None)
         path = Path(data["path"]).expanduser()
-        if wants_dir and not path.is_dir():
+        if is_uri(data["path"]):  # listed when read: a bucket cannot be checked without its credentials
+            if source != "folder":
+                raise _err(file, "data.path", "may be a URI (s3://, gs://, file://) only for data.source "
+                           "folder", data["path"])
+        elif wants_dir and not path.is_dir():
             raise _err(file, "data.path", "must be an existing folder", str(path))
         if not wants_dir and not path.is_file():
             raise _err(file, "data.path", f"must be an existing file for data.source {source}", str(path))

@@ -3,9 +3,10 @@
 Files are read in parallel Ray tasks: decode to mono, resample, cut into clips, and compute
 every feature of a batch of files from one STFT (:func:`genre_ray.features.compute_features`).
 The result is written as Parquet under ``<cache_dir>/<key>/``, where the key hashes the
-*content* of every audio file together with every feature setting. The folder is written under
-a temporary name and renamed into place only when complete, so an interrupted run never leaves
-a cache that a later run would trust.
+*content* of every audio file together with every feature setting. The cache may be a local or
+network folder or a URI (``s3://``, ``gs://``...). Each pass writes into a fresh run folder and
+then publishes the entry with a completion marker, written last and whole, so an interrupted
+run never leaves a cache that a later run would trust (:class:`_Store`).
 
 Each clip's feature of one kind is stored as one ``fixed_size_binary`` value: the raw
 little-endian float32 bytes of its ``(bins, frames)`` array, uncompressed. Loading gives back
@@ -21,19 +22,20 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from genre_ray import storage
 from genre_ray.data.audio import AudioError, decode_clips
 from genre_ray.data.collection import SKIPPED_COLUMNS
 from genre_ray.features import FeatureSettings, compute_features
@@ -68,7 +70,7 @@ class FeatureTable:
 
 
 def _sha256(path: str) -> str:
-    with open(path, "rb") as fh:
+    with storage.open_input(path) as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
@@ -133,7 +135,7 @@ def featurize_batch(batch: dict[str, np.ndarray], settings: dict[str, Any]) -> p
     s = FeatureSettings(**{**settings, "kinds": tuple(settings["kinds"])})
     shas, clip_idx, starts, errors, waves = [], [], [], [], []
     hop = max(1, int(round(s.clip_samples * (1 - s.clip_overlap))))
-    for path, sha in zip(batch["path"], batch["sha"]):
+    for path, sha in zip(batch["path"], batch["sha"], strict=True):
         try:
             clips = decode_clips(str(path), s.sample_rate, s.clip_samples, s.clip_overlap,
                                  s.max_clips_per_song)
@@ -161,8 +163,8 @@ def featurize_batch(batch: dict[str, np.ndarray], settings: dict[str, Any]) -> p
     return pa.table(columns)
 
 
-def _load(path: Path, settings: FeatureSettings, manifest: pd.DataFrame) -> FeatureTable:
-    table = pq.read_table(path, columns=[*_META, *settings.kinds])
+def _load(store: _Store, path: str, settings: FeatureSettings, manifest: pd.DataFrame) -> FeatureTable:
+    table = pq.read_table(path, columns=[*_META, *settings.kinds], filesystem=store.fs)
     meta = table.select(_META).to_pandas()
     order = np.lexsort((meta["clip"].to_numpy(), meta["sha"].to_numpy()))
     meta = meta.iloc[order].reset_index(drop=True)
@@ -178,7 +180,7 @@ def _load(path: Path, settings: FeatureSettings, manifest: pd.DataFrame) -> Feat
         "detail": bad["error"].str.split(": ", n=1).str[1].to_numpy(),
     }, columns=SKIPPED_COLUMNS)
     clips = meta[good].drop(columns="error").reset_index(drop=True)
-    return FeatureTable(features, clips, skipped, str(path), cache_hit=False)
+    return FeatureTable(features, clips, skipped, store.show(path), cache_hit=False)
 
 
 def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str | os.PathLike[str],
@@ -200,7 +202,8 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
     Args:
         manifest: one row per song with ``path`` (and ``sha`` if already hashed).
         settings: the features to compute.
-        cache_dir: the folder that holds one sub-folder per cache key.
+        cache_dir: the folder that holds one sub-folder per cache key: a path, or a URI such as
+            ``s3://bucket/cache`` (see :mod:`genre_ray.storage`).
         batch_files: the most files per Ray Data task (fewer when that keeps every CPU busy).
 
     Returns:
@@ -212,45 +215,41 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
         manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
         timings["hash_s"] = time.perf_counter() - t0
     hashes = manifest["sha"].tolist()
-    root = Path(cache_dir).expanduser().resolve()
+    store = _Store(cache_dir)
     keys = {kind: cache_key(hashes, replace(settings, kinds=(kind,))) for kind in settings.kinds}
-    missing = [kind for kind in settings.kinds if _data_dir(root / keys[kind]) is None]
+    data = {kind: store.data_of(keys[kind]) for kind in settings.kinds}
+    missing = [kind for kind in settings.kinds if data[kind] is None]
     for kind in settings.kinds:
         if kind not in missing:
-            log.info("feature cache hit (%s): %s", kind, _data_dir(root / keys[kind]))
-    for kind in missing:  # an entry whose pass folder is gone: never trusted, made again
-        if (root / keys[kind]).exists():
-            log.warning("removing incomplete feature cache entry %s", root / keys[kind])
-            shutil.rmtree(root / keys[kind], ignore_errors=True)
+            log.info("feature cache hit (%s): %s", kind, store.show(data[kind]))
     if missing:
         todo = replace(settings, kinds=tuple(missing))
-        final = root / (keys[missing[0]] if len(missing) == 1 else cache_key(hashes, todo))
+        final = keys[missing[0]] if len(missing) == 1 else cache_key(hashes, todo)
         log.info("feature cache miss (%s): featurizing %d files with Ray Data into %s", ", ".join(missing),
-                 len(manifest), final)
+                 len(manifest), store.show(store.path(final)))
         t1 = time.perf_counter()
-        timings.update(_compute(manifest, todo, root, final, batch_files))
+        timings.update(_compute(manifest, todo, store, final, {kind: keys[kind] for kind in missing},
+                                batch_files))
         timings["compute_s"] = time.perf_counter() - t1
-        if len(missing) > 1:
-            for kind in missing:
-                _point(root / keys[kind], final.name, kind)
+        data.update({kind: store.data_of(keys[kind]) for kind in missing})
     t2 = time.perf_counter()
-    by_dir: dict[Path, list[str]] = {}
+    by_dir: dict[str, list[str]] = {}
     for kind in settings.kinds:
-        data = _data_dir(root / keys[kind])
-        if data is None:  # removed while we ran
-            raise FileNotFoundError(f"feature cache {root / keys[kind]} vanished during the run; run again")
-        by_dir.setdefault(data, []).append(kind)
-    parts = [_load(d, replace(settings, kinds=tuple(kinds)), manifest) for d, kinds in by_dir.items()]
+        if data[kind] is None:  # removed while we ran
+            raise FileNotFoundError(f"feature cache {store.show(store.path(keys[kind]))} vanished during the "
+                                    "run; run again")
+        by_dir.setdefault(str(data[kind]), []).append(kind)
+    parts = [_load(store, d, replace(settings, kinds=tuple(kinds)), manifest) for d, kinds in by_dir.items()]
     out = parts[0]
     for other in parts[1:]:
         if not (np.array_equal(other.clips["sha"], out.clips["sha"])
                 and np.array_equal(other.clips["clip"], out.clips["clip"])):
             raise RuntimeError(f"cached feature variants disagree on the clips ({out.cache_path} vs "
-                               f"{other.cache_path}); delete {root} and run again")
+                               f"{other.cache_path}); delete {store.show(store.root)} and run again")
         out.features.update(other.features)
     timings["load_s"] = time.perf_counter() - t2
     out.cache_hit = not missing
-    out.cache_path = str(next(iter(by_dir))) if len(by_dir) == 1 else ", ".join(map(str, by_dir))
+    out.cache_path = ", ".join(p.cache_path for p in parts)
     out.seconds = time.perf_counter() - t0
     key = keys[settings.kinds[0]] if len(keys) == 1 else hashlib.sha256(
         json.dumps(keys, sort_keys=True).encode()).hexdigest()[:24]
@@ -259,31 +258,83 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
     return out
 
 
-def _data_dir(entry: Path) -> Path | None:
-    """The folder that holds a cache entry's data: itself, or the pass it points at; None if absent."""
-    marker = entry / _COMPLETE
-    try:
-        doc = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
-    if "data" not in doc:
-        return entry
-    data = entry.parent / doc["data"]
-    return data if (data / _COMPLETE).exists() and "data" not in json.loads((data / _COMPLETE).read_text()) \
-        else None
+class _Store:
+    """The feature cache on its filesystem (a folder, NFS, or an object store such as S3).
 
+    Layout: ``<root>/<key>/_genre_ray_cache.json`` is the entry of one cache key; it names the
+    folder that holds its data, ``<pass key>/run-<id>``, relative to the root. One Ray Data
+    pass writes its Parquet files into its own fresh run folder, and only then the markers of
+    the entries it computed: an object store has no atomic folder rename, so the marker, written
+    whole or not at all (:func:`genre_ray.storage.put_file`), is what publishes an entry, and a
+    run killed before it leaves nothing that a later run would trust. The entries of several
+    kinds computed in one pass all name that pass's run folder.
 
-def _point(entry: Path, data: str, kind: str) -> None:
-    """Make ``entry`` a cache entry of ``kind`` whose data is the pass folder ``data`` (atomic)."""
-    tmp = entry.parent / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    (tmp / _COMPLETE).write_text(json.dumps({"version": CACHE_VERSION, "kind": kind, "data": data}))
-    if entry.exists():
-        shutil.rmtree(entry, ignore_errors=True)
-    try:
-        os.replace(tmp, entry)
-    except OSError:  # another run made the same entry first
-        shutil.rmtree(tmp, ignore_errors=True)
+    Caches written before run folders existed keep their data beside the marker (no ``data``
+    key) or name a sibling folder; both still read.
+    """
+
+    def __init__(self, location: str | os.PathLike[str]) -> None:
+        self.location = str(location)
+        self.fs, self.root = storage.filesystem(location)
+
+    def path(self, rel: str) -> str:
+        return f"{self.root.rstrip('/')}/{rel}"
+
+    def show(self, path: str | None) -> str:
+        """A path within the store as the user would write it: a local path, or a URI."""
+        path = str(path)
+        if not storage.is_uri(self.location):
+            return path
+        return storage.describe(storage.join(self.location, path[len(self.root):].lstrip("/")))
+
+    def _marker(self, key: str) -> dict[str, Any] | None:
+        try:
+            with self.fs.open_input_stream(self.path(f"{key}/{_COMPLETE}")) as fh:
+                doc = json.loads(fh.read())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def data_of(self, key: str) -> str | None:
+        """The folder that holds an entry's data; None when the entry or its data is absent."""
+        doc = self._marker(key)
+        if doc is None:
+            return None
+        data = self.path(str(doc.get("data", key)))
+        return data if self.fs.get_file_info(data).type == pafs.FileType.Directory else None
+
+    def publish(self, key: str, doc: dict[str, Any]) -> None:
+        storage.put_file(self.fs, self.path(f"{key}/{_COMPLETE}"), json.dumps(doc).encode())
+
+    def discard(self, rel: str) -> None:
+        """Remove an unpublished run folder, and its entry folder if that leaves it empty."""
+        storage.remove(self.fs, self.path(rel))
+        if isinstance(self.fs, pafs.LocalFileSystem):  # on an object store an empty folder is no folder
+            with suppress(OSError):  # not empty: another run is writing there, or an entry is published
+                os.rmdir(self.path(rel.split("/")[0]))
+
+    def sweep(self, max_age_s: float = 24 * 3600) -> None:
+        """Remove what interrupted runs left ``max_age_s`` ago or more: run folders that no entry
+        names, temporary files, and the ``.tmp-*`` folders of older versions. Younger ones may
+        belong to a run that is still writing."""
+        listing = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
+        base = len(self.root.rstrip("/")) + 1
+        files = [(f.path[base:].split("/"), f.mtime) for f in listing if f.type == pafs.FileType.File]
+        named = {self.path(str(doc.get("data", parts[0]))) for parts, _ in files
+                 if parts[1:] == [_COMPLETE] and (doc := self._marker(parts[0]))}
+        newest: dict[str, float] = {}
+        for parts, mtime in files:
+            if parts[0].startswith(".tmp-"):  # an older version's temporary folder
+                unit = self.path(parts[0])
+            elif len(parts) > 1 and parts[1] != _COMPLETE:  # a run folder, or a temporary marker
+                unit = self.path(f"{parts[0]}/{parts[1]}")
+            else:
+                continue
+            if not any(unit == n or unit.startswith(n + "/") for n in named):
+                newest[unit] = max(newest.get(unit, 0.0), mtime.timestamp() if mtime else 0.0)
+        for unit, stamp in newest.items():
+            if time.time() - stamp > max_age_s:
+                storage.remove(self.fs, unit)
 
 
 def _task_files(n_files: int, batch_files: int) -> int:
@@ -298,16 +349,17 @@ def _task_files(n_files: int, batch_files: int) -> int:
     return max(1, min(batch_files, math.ceil(n_files / (3 * cpus))))
 
 
-def _compute(manifest: pd.DataFrame, settings: FeatureSettings, root: Path, final: Path,
-             batch_files: int) -> dict[str, Any]:
+def _compute(manifest: pd.DataFrame, settings: FeatureSettings, store: _Store, final: str,
+             entries: dict[str, str], batch_files: int) -> dict[str, Any]:
+    """One Ray Data pass into ``<final>/run-<id>``, then the markers of ``final`` and ``entries``."""
     import ray
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    run = f"{final}/run-{uuid.uuid4().hex[:12]}"
     # In hash order, so that the files read back in the order _load wants (no reordering copy).
     items = manifest.drop_duplicates("sha").sort_values("sha")[["path", "sha"]].to_dict("records")
     per_task = _task_files(len(items), batch_files)
     tasks = max(1, math.ceil(len(items) / per_task))
+    published = False
     try:
         ds = ray.data.from_items(items, override_num_blocks=tasks)
         ds = ds.map_batches(featurize_batch, batch_size=per_task, batch_format="numpy",
@@ -318,22 +370,17 @@ def _compute(manifest: pd.DataFrame, settings: FeatureSettings, root: Path, fina
         # reservation lets only one task run: measured 1.0 CPU busy of 2.
         ds.context.op_resource_reservation_enabled = False
         ds.context.per_stage_map_timing = True  # to report the write apart from the features
-        ds.write_parquet(str(tmp), **_PARQUET_ARGS)
-        (tmp / _COMPLETE).write_text(json.dumps({"version": CACHE_VERSION, "settings": settings.as_dict(),
-                                                 "files": len(items), "written": time.time()}))
-        if final.exists() and not (final / _COMPLETE).exists():
-            # Left by a run killed before the marker existed (or a partial copy): never trusted.
-            log.warning("removing incomplete feature cache folder %s", final)
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another run finished the same key first: theirs is as good as ours
-            if not (final / _COMPLETE).exists():
-                raise
+        ds.write_parquet(store.path(run), filesystem=store.fs, **_PARQUET_ARGS)
+        store.publish(final, {"version": CACHE_VERSION, "settings": settings.as_dict(), "files": len(items),
+                              "written": time.time(), "data": run})
+        published = True  # the data is named now: another run may be reading it
+        for kind, key in entries.items():
+            if key != final:
+                store.publish(key, {"version": CACHE_VERSION, "kind": kind, "data": run})
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    _sweep_stale(root)
+        if not published:
+            store.discard(run)
+    store.sweep()
     return {"tasks": tasks, **_stage_seconds(ds)}
 
 
@@ -351,18 +398,6 @@ def _stage_seconds(ds: Any) -> dict[str, float]:
     except Exception as exc:  # noqa: BLE001 - timing is a report, never a reason to fail
         log.debug("no per-stage timing from Ray Data: %s", exc)
     return {}
-
-
-def _sweep_stale(root: Path, max_age_s: float = 24 * 3600) -> None:
-    """Remove temporary folders that interrupted runs left behind a day or more ago."""
-    now = time.time()
-    for tmp in root.glob(".tmp-*"):
-        try:
-            if now - tmp.stat().st_mtime > max_age_s:
-                shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            pass
-
 
 
 def image_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
@@ -398,7 +433,7 @@ def featurize_images(manifest: pd.DataFrame, size: int) -> FeatureTable:
     by_sha = manifest.drop_duplicates("sha").set_index("sha")["path"]
     skipped = pd.DataFrame({"path": by_sha.reindex(rows.loc[bad, "sha"]).to_numpy(), "stage": "decode",
                             "reason": "undecodable",
-                            "detail": [e.split(": ", 1)[1] for e, b in zip(errors, bad) if b]},
+                            "detail": [e.split(": ", 1)[1] for e, b in zip(errors, bad, strict=True) if b]},
                            columns=SKIPPED_COLUMNS)
     good = rows[~bad].reset_index(drop=True)
     images = np.stack(good["image"].to_list()).astype(np.float32) if len(good) else np.zeros((0, size, size))

@@ -1,18 +1,25 @@
 """Decoding audio files to mono float32 at a fixed rate, and cutting songs into clips.
 
 Everything that can be wrong with a file is reported as :class:`AudioError` with the path and
-what to do, so the pipeline can skip the file, count it, and go on with the rest.
+what to do, so the pipeline can skip the file, count it, and go on with the rest. A path may be a
+URI (``s3://bucket/rock/a.wav``): such a file is read through its pyarrow filesystem.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
 
 import librosa
 import numpy as np
 import soundfile as sf
 
-__all__ = ["AUDIO_EXTENSIONS", "AudioError", "clip_bounds", "cut_clips", "decode", "decode_clips"]
+from genre_ray import storage
+
+__all__ = ["AUDIO_EXTENSIONS", "AudioError", "clip_bounds", "cut_clips", "decode", "decode_clips",
+           "open_audio"]
 
 #: Extensions read as audio, matched case-insensitively.
 AUDIO_EXTENSIONS = (".wav", ".au", ".aiff", ".aif", ".flac", ".ogg", ".opus", ".mp3")
@@ -38,17 +45,52 @@ def decode(path: str, sample_rate: int) -> np.ndarray:
     mostly NaN, silent, or shorter than half a second is refused.
 
     Args:
-        path: an audio file that soundfile can read (WAV, AU, AIFF, FLAC, OGG, MP3).
+        path: an audio file that soundfile can read (WAV, AU, AIFF, FLAC, OGG, MP3), as a path or
+            a URI.
         sample_rate: the rate to resample to.
 
     Returns:
         A 1-D float32 array.
 
     Raises:
-        AudioError: when the file cannot be decoded or holds no usable audio.
+        AudioError: when the file cannot be read or decoded, or holds no usable audio.
     """
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
+        with open_audio(path) as src:
+            return _decode(path, src, sample_rate)
+    except OSError as exc:  # a URI whose object cannot be read
+        raise _undecodable(path, exc) from None
+
+
+@contextmanager
+def open_audio(path: str, header_only: bool = False) -> Iterator[str | IO[bytes]]:
+    """What soundfile should read for ``path``: on a local disk the path itself (libsndfile opens
+    it, the fast way), for a URI a seekable, buffered file object from its filesystem.
+
+    Args:
+        path: a path or URI.
+        header_only: only the header will be read, so a remote file is read in small blocks.
+
+    Raises:
+        OSError: a URI whose object is missing or cannot be read.
+    """
+    if not storage.is_uri(path):
+        yield path
+        return
+    with storage.open_input(path, storage.HEADER_BUFFER if header_only else storage.READ_BUFFER) as fh:
+        yield fh
+
+
+def _rewound(src: str | IO[bytes]) -> str | IO[bytes]:
+    """``src`` ready to be read from the start again (a file object is shared by several reads)."""
+    if not isinstance(src, str):
+        src.seek(0)
+    return src
+
+
+def _decode(path: str, src: str | IO[bytes], sample_rate: int) -> np.ndarray:
+    try:
+        data, sr = sf.read(_rewound(src), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise _undecodable(path, exc) from None
     if data.size == 0 or sr <= 0:
@@ -102,20 +144,29 @@ def decode_clips(path: str, sample_rate: int, clip_samples: int, overlap: float,
         AudioError: as :func:`decode`.
     """
     try:
-        info = sf.info(path)
+        with open_audio(path) as src:
+            return _clips(path, src, sample_rate, clip_samples, overlap, max_clips)
+    except OSError as exc:  # a URI whose object cannot be read
+        raise _undecodable(path, exc) from None
+
+
+def _clips(path: str, src: str | IO[bytes], sample_rate: int, clip_samples: int, overlap: float,
+           max_clips: int | None) -> np.ndarray:
+    try:
+        info = sf.info(_rewound(src))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise _undecodable(path, exc) from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(path, "empty", "holds no audio samples; remove it or replace it")
     starts = clip_bounds(int(info.frames * sample_rate / info.samplerate), clip_samples, overlap)
     if max_clips is None or len(starts) <= max_clips:
-        return cut_clips(decode(path, sample_rate), clip_samples, overlap)
+        return cut_clips(_decode(path, src, sample_rate), clip_samples, overlap)
     picked = [starts[i] for i in np.linspace(0, len(starts) - 1, max_clips).round().astype(int)]
     ratio = info.samplerate / sample_rate
     span = int(np.ceil(clip_samples * ratio)) + 16
     clips = np.zeros((len(picked), clip_samples), np.float32)
     try:
-        with sf.SoundFile(path) as f:
+        with sf.SoundFile(_rewound(src)) as f:
             for i, start in enumerate(picked):
                 f.seek(min(int(start * ratio), max(0, info.frames - 1)))
                 block = f.read(span, dtype="float32", always_2d=True)

@@ -21,6 +21,8 @@ from typing import Any
 import pandas as pd
 import soundfile as sf
 
+from genre_ray import storage
+from genre_ray.data.audio import open_audio
 from genre_ray.data.collection import MANIFEST_COLUMNS, SKIPPED_COLUMNS, CollectionError
 
 __all__ = ["CSV_ALIASES", "FMA_SUBSETS", "csv_manifest", "finish_manifest", "fma_audio_path", "fma_manifest",
@@ -44,11 +46,18 @@ def skip_row(path: str | Path, reason: str, detail: str) -> dict[str, str]:
 
 
 def probe_duration(path: str | Path) -> tuple[float, dict[str, str] | None]:
-    """The duration in seconds from the audio header, or NaN and the ``skipped`` row saying why."""
-    if not Path(path).is_file():
-        return math.nan, skip_row(path, "missing", "file not found; fix the path or remove the entry")
+    """The duration in seconds from the audio header, or NaN and the ``skipped`` row saying why.
+
+    ``path`` may be a URI (``s3://bucket/rock/a.wav``).
+    """
+    missing = skip_row(path, "missing", "file not found; fix the path or remove the entry")
+    if not storage.is_uri(path) and not Path(path).is_file():
+        return math.nan, missing
     try:
-        return float(sf.info(str(path)).duration), None
+        with open_audio(str(path), header_only=True) as src:
+            return float(sf.info(src).duration), None
+    except FileNotFoundError:  # an object that is not in its bucket
+        return math.nan, missing
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         return math.nan, skip_row(path, "undecodable", f"cannot read the audio header ({exc}); check that it "
                                   "is a complete audio file in a format libsndfile reads")
@@ -134,7 +143,9 @@ def _read_csv(csv_path: Path) -> pd.DataFrame:
     return table.loc[:, ~table.columns.duplicated()]
 
 
-def _resolve(raw: str, base: Path) -> Path:
+def _resolve(raw: str, base: Path) -> Path | str:
+    if storage.is_uri(raw.strip()):  # s3://, gs://, file://: read through pyarrow, kept as written
+        return raw.strip()
     path = Path(raw).expanduser()
     return Path(os.path.normpath(path if path.is_absolute() else base / path))
 
@@ -149,7 +160,8 @@ def _default_id(path: Path, base: Path) -> str:
 def csv_manifest(csv_path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a CSV that lists the songs: ``path`` and ``label`` columns, others optional.
 
-    Relative paths are read from the CSV's own folder. Optional columns: ``artist``, ``album``,
+    Relative paths are read from the CSV's own folder; a path may be a URI (``s3://bucket/a.wav``),
+    whose default song id is its bucket and key. Optional columns: ``artist``, ``album``,
     ``split`` (train/val/test or training/validation/test) and ``song_id`` (default: the path
     relative to the CSV's folder without extension). ``file``/``filename``/``filepath`` and ``genre``
     are accepted for ``path`` and ``label``. A path listed twice gives one song (the first row).
@@ -200,13 +212,14 @@ def _csv_row(rec: dict[str, Any], csv_path: Path,
     if not rec["_abs"]:
         return None, skip_row(f"{csv_path}:{rec['_line']}", "no_path", f"{where} has no path; fill it in "
                               "or delete the row")
-    path, label = Path(rec["_abs"]), _clean(rec["label"])
+    path, label = rec["_abs"], _clean(rec["label"])
     if label is None:
         return None, skip_row(path, "no_label", f"{where} has no label; fill in its genre or delete the row")
     song_id = _clean(rec.get("song_id"))
     if song_id is None:  # a.mp3 next to a.wav: the second keeps its extension
-        song_id = _default_id(path.with_suffix(""), csv_path.parent)
-        song_id = _default_id(path, csv_path.parent) if song_id in seen_ids else song_id
+        named = Path(storage.filesystem(path)[1] if storage.is_uri(path) else path)  # a URI: bucket/key
+        song_id = _default_id(named.with_suffix(""), csv_path.parent)
+        song_id = _default_id(named, csv_path.parent) if song_id in seen_ids else song_id
     if song_id in seen_ids:
         return None, skip_row(path, "duplicate_song_id", f"song_id {song_id!r} ({where}) is used by an "
                               "earlier row; give each song its own id")
@@ -256,7 +269,7 @@ def _in_subset(tracks: pd.DataFrame, subset: str | None, tracks_csv: Path) -> pd
     return tracks.loc[member]
 
 
-def _probe(path: Path, missing_detail: str) -> tuple[float, dict[str, str] | None]:
+def _probe(path: str | Path, missing_detail: str) -> tuple[float, dict[str, str] | None]:
     """Duration from the header, or the skip row; a missing file gets the source's own advice."""
     duration, bad = probe_duration(path)
     if bad is not None and bad["reason"] == "missing":
