@@ -76,6 +76,9 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
         + (" and no artist" if info.get("split_method") == "by artist" else "") + " is in two splits.",
         f"- Features: cache `{info['cache']['path']}` ({'hit' if info['cache']['hit'] else 'computed'}, "
         f"{info['cache']['clips']} clips of {info['cache']['files']} files).",
+        *([_disk_line(info["disk"])] if info.get("disk") else []),
+        *(["- Resumed with `--resume` after an interruption: one parent run, one child run per trial."]
+          if info.get("resumed") else []),
         "",
         "## Test (held-out songs, scored once)",
         "",
@@ -104,6 +107,17 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _disk_line(disk: dict[str, Any]) -> str:
+    return (f"- Disk: {mib(disk['experiment_bytes'])} in the Tune experiment `{disk['experiment']}` "
+            f"({disk['checkpoints']} checkpoints: best and last per trial), {mib(disk['cache_bytes'])} in the "
+            "feature cache.")
+
+
+def mib(n_bytes: float) -> str:
+    """A byte count for people: ``12.3 MiB``."""
+    return f"{n_bytes / 2**20:.1f} MiB"
 
 
 # ---------------------------------------------------------------------------- parameter importances

@@ -8,6 +8,7 @@ validation features into the object store once -> Tuner(OptunaSearch + ASHA) -> 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import asdict
@@ -26,7 +27,8 @@ from genre_ray.data.tasks import TaskError, TaskSpec, apply_task
 from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline, per_class_report
 from genre_ray.features import FeatureSettings
 from genre_ray.report import write_summary
-from genre_ray.tuning import leaderboard, ray_init, tuner
+from genre_ray.storage import describe, disk_usage, is_uri, join, node_local
+from genre_ray.tuning import ResourceError, can_restore, check_resources, leaderboard, ray_init, restore, tuner
 
 __all__ = ["SearchFailed", "run_search"]
 
@@ -40,7 +42,8 @@ class SearchFailed(RuntimeError):
 def _collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The manifest of the configured source, and the files its scan had to skip."""
     data = cfg.data
-    source, path = data["source"], Path(data["path"]).expanduser() if data["path"] else None
+    raw = data["path"]  # a URI (s3://, gs://, file://) stays a URI: folder reads it through pyarrow
+    source, path = data["source"], (raw if is_uri(raw) else Path(raw).expanduser()) if raw else None
     try:
         if source == "demo":
             root = path or results / "demo_collection"
@@ -222,13 +225,21 @@ def prepare(cfg: SearchConfig) -> dict[str, Any]:
     return {**_split_arrays(cfg, songs, rows, table), "groups": _groups(cfg)}
 
 
-def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]:
+def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -> list[dict[str, Any]]:
     """Run a validated search end to end: one Tune search and one registered model per task.
 
-    The collection is read and featurized once; every task reuses the same features.
+    The collection is read and featurized once; every task reuses the same features. Before any
+    compute, the tracking server, the cluster's resources and the storage locations are checked.
+
+    Args:
+        cfg: the validated search.
+        promote: register the new models as champions whatever their scores.
+        resume: continue the interrupted search of the same name (``--resume``): each task's Tune
+            experiment is restored with its Optuna searcher, and its MLflow parent run is reused.
+            Tasks that had finished are not run again.
 
     Returns:
-        One summary per task (what the command line prints).
+        One summary per task that ran (what the command line prints).
     """
     from genre_ray.tracking import TrackingError, check_reachable, default_tracking_uri
 
@@ -239,6 +250,13 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]
         check_reachable(uri)
     except TrackingError as exc:
         raise SearchFailed(str(exc)) from None
+
+    ray_init(cfg)
+    try:
+        check_resources(cfg)
+    except ResourceError as exc:
+        raise SearchFailed(str(exc)) from None
+    _check_shared_storage(cfg, results)
 
     if cfg.model.get("left_out"):
         log.info("models left out of the search: %s (they take none of the features %s)",
@@ -251,7 +269,9 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]
         out_dir.mkdir(parents=True, exist_ok=True)
         _data_report(skipped, out_dir / "data_report.csv")
         summary = _run_task(cfg, TaskSpec.from_config(task), songs, rows, table, uri, results, out_dir,
-                            promote)
+                            promote, resume)
+        if summary is None:  # --resume: this task had finished before the interruption
+            continue
         summary.update(out_dir=str(out_dir), tracking_uri=uri, skipped=skipped, name=cfg.name, cache=cache,
                        wall_s=time.perf_counter() - t0)
         write_summary(out_dir / "summary.md", summary)
@@ -267,13 +287,14 @@ def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]
             [out_dir / f for f in ("leaderboard.csv", "summary.md", "confusion_matrix.png", "splits.csv",
                                    "data_report.csv", "classes.csv", "param_importances.csv",
                                    "best_so_far.png", "per_class_report.csv")])
+        _write_state(out_dir, {**_read_state(out_dir), "finished": True})
         summaries.append(summary)
     return summaries
 
 
 def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: pd.DataFrame, table: Any, uri: str,
-              results: Path, out_dir: Path, promote: bool) -> dict[str, Any]:
-    """Label, split, search and register one genre task."""
+              results: Path, out_dir: Path, promote: bool, resume: bool = False) -> dict[str, Any] | None:
+    """Label, split, search and register one genre task (None: resumed, and it had finished)."""
     from genre_ray.tracking import Tracker, TrackingError, git_commit
 
     try:
@@ -298,11 +319,34 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
               **{f"search.{k}": v for k, v in cfg.search.items()}, **{f"resources.{k}": v for k, v in
                                                                       cfg.resources.items()},
               "songs": len(songs), "classes": len(arrays["classes"])}
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_name = f"{cfg.name}-{task.name}-{stamp}"
-    tracker.start_parent(run_name, params, tags)
-    storage = Path(cfg.search["storage_path"] or results / "ray").expanduser().resolve()
-    grid = tuner(cfg, arrays["trial"], tracker, storage, run_name, _groups(cfg)).fit()
+    storage = storage_location(cfg, results)
+    state = _resume_state(cfg, out_dir, sid) if resume else None
+    if state is not None and state.get("finished"):
+        log.warning("task %s: the search %s had finished (MLflow run %s); nothing to resume", task.name,
+                    state["run_name"], state.get("parent_run_id"))
+        return None
+    if state is None:
+        run_name = f"{cfg.name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        tracker.start_parent(run_name, params, tags)
+        experiment = join(storage, run_name)
+        _write_state(out_dir, {"run_name": run_name, "experiment": experiment, "parent_run_id": tracker.parent_id,
+                               "tracking_uri": uri, "split_id": sid, "config": _config_fingerprint(cfg),
+                               "started": time.time(), "finished": False})
+    else:
+        run_name, experiment = state["run_name"], state["experiment"]
+        if state.get("parent_run_id"):
+            try:
+                tracker.resume_parent(state["parent_run_id"])
+            except TrackingError as exc:
+                raise SearchFailed(str(exc)) from None
+    if state is not None and can_restore(experiment):
+        log.info("task %s: resuming %s from %s (Optuna searcher, ASHA and trials restored)", task.name,
+                 run_name, experiment)
+        grid = restore(cfg, arrays["trial"], tracker, experiment, _groups(cfg)).fit()
+    else:
+        if state is not None:
+            log.info("task %s: %s never reached its first Tune snapshot; starting its trials", task.name, run_name)
+        grid = tuner(cfg, arrays["trial"], tracker, storage, run_name, _groups(cfg)).fit()
     board, by_trial = leaderboard(grid, cfg)
     board.to_csv(out_dir / "leaderboard.csv", index=False)
     metric = cfg.search["metric"]
@@ -317,8 +361,114 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
         leaderboard=board, metric=metric, split_table=split_table, split_method=how, task=task.name, split_id=sid,
         tracker=tracker,
         trials={"total": len(board), "early": int((board["stopped"] == "stopped early by ASHA").sum()),
-                "errors": int((board["stopped"] == "error").sum())})
+                "errors": int((board["stopped"] == "error").sum())},
+        resumed=state is not None,
+        disk={"experiment": describe(experiment), "experiment_bytes": disk_usage(experiment),
+              "checkpoints": _count_checkpoints(experiment), "cache_bytes": sum(disk_usage(c) for c in str(table.cache_path).split(", "))})
     return summary
+
+
+def _count_checkpoints(experiment: str) -> int:
+    """Checkpoint folders left in the experiment (best and last per trial at most)."""
+    import pyarrow.fs as pafs
+
+    from genre_ray.storage import filesystem
+
+    fs, path = filesystem(experiment)
+    try:
+        found = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except OSError:
+        return 0
+    return sum(1 for f in found if f.type == pafs.FileType.Directory and f.base_name.startswith("checkpoint_"))
+
+
+STATE_FILE = "search_state.json"
+
+
+def storage_location(cfg: SearchConfig, results: Path) -> str:
+    """Tune's storage: ``search.storage_path`` (a folder or an ``s3://`` / ``gs://`` URI), else ``<results>/ray``."""
+    where = cfg.search["storage_path"]
+    if where and is_uri(where):
+        return str(where)
+    return str(Path(where or results / "ray").expanduser().resolve())
+
+
+def _check_shared_storage(cfg: SearchConfig, results: Path, hosts: int | None = None) -> None:
+    """On a cluster of several hosts, refuse storage that only this node can see.
+
+    Tune's trial folders, the feature cache (written by Ray Data tasks on any node) and the audio
+    (decoded on any node) must be where every node reads the same thing: a URI or a shared
+    (NFS, Lustre...) folder. Nodes on one host share its disk, so a single machine passes.
+    """
+    if hosts is None:
+        import ray
+
+        from genre_ray.tuning import AUTOSCALER_CONFIG, autoscaling_worker_types
+
+        hosts = len({n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive", True)})
+        if hosts <= 1 and autoscaling_worker_types(AUTOSCALER_CONFIG):
+            hosts = 2  # a `ray up` cluster: the autoscaler will add worker hosts
+    if hosts <= 1:
+        return
+    places = {"search.storage_path": storage_location(cfg, results),
+              "features.cache_dir": str(cfg.features["cache_dir"] or results / "cache")}
+    if cfg.data["source"] != "demo" and cfg.data.get("path"):
+        places["data.path"] = str(cfg.data["path"])
+    for key, where in places.items():
+        if node_local(where):
+            raise SearchFailed(f"{key} {describe(where)} is on this node's own disk, but the Ray cluster spans "
+                               f"{hosts} hosts whose tasks must all reach it; set {key} to an s3:// or gs:// URI "
+                               "or a folder on shared storage (NFS, Lustre...) mounted on every node")
+
+
+def _config_fingerprint(cfg: SearchConfig) -> dict[str, Any]:
+    """The settings a resumed search must share with the interrupted one (flattened, JSON-able)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = json.loads(json.dumps(value, default=str))
+
+    doc = cfg.to_dict()
+    for key in ("tracking", "output"):  # where things are written, not what is searched
+        doc.pop(key, None)
+    walk("", doc)
+    return flat
+
+
+def _read_state(out_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(out_dir: Path, state: dict[str, Any]) -> None:
+    tmp = out_dir / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=1, default=str))
+    tmp.replace(out_dir / STATE_FILE)
+
+
+def _resume_state(cfg: SearchConfig, out_dir: Path, sid: str) -> dict[str, Any] | None:
+    """The interrupted search's state, checked against this one; None when there is none to resume."""
+    state = _read_state(out_dir)
+    if not state:
+        log.warning("--resume: no interrupted search in %s (no %s); starting a new search", out_dir, STATE_FILE)
+        return None
+    if state.get("split_id") != sid:
+        raise SearchFailed(f"--resume: the songs or their split changed since the search in {out_dir} started "
+                           f"(split {state.get('split_id')} then, {sid} now); its trials are not comparable. "
+                           "Run without --resume to start a new search")
+    before, now = state.get("config", {}), _config_fingerprint(cfg)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        raise SearchFailed(f"--resume: the search's settings changed since it started ({', '.join(changed[:8])}"
+                           f"{' ...' if len(changed) > 8 else ''}); resume with the same YAML and options, or run "
+                           "without --resume to start a new search")
+    return state
 
 
 def _groups(cfg: SearchConfig) -> dict[str, tuple[int, ...]]:

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "$MLFLOW_TRACKING_URI, else sqlite:///RESULTS_DIR/mlflow.db)")
     p.add_argument("--promote", action="store_true", help="make the new model the champion even if it does "
                    "not beat the current one")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search of the same name "
+                   "(same YAML and options): Tune's trials, ASHA and the Optuna searcher are restored from its "
+                   "experiment folder, and MLflow keeps its parent run and one child run per trial")
     p.add_argument("--smoke", action="store_true", help="shrink the search to a run of seconds: a tiny demo "
                    "collection (for data.source demo), 3 clips per song, 2 trials of 1 epoch; to check a YAML "
                    "end to end")
@@ -82,7 +85,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _task_name(folder: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(folder).expanduser().resolve().name).strip("-")
+    from urllib.parse import urlsplit
+
+    from genre_ray.storage import is_uri
+
+    # A URI names the task after the last part of its path (s3://bucket/gtzan?... -> gtzan).
+    base = urlsplit(folder).path.rstrip("/").rsplit("/", 1)[-1] or urlsplit(folder).netloc if is_uri(folder) \
+        else Path(folder).expanduser().resolve().name
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-")
     return name or "collection"
 
 
@@ -103,20 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     from genre_ray.runner import SearchFailed, run_search as _run
 
     try:
-        summaries = _run(cfg, promote=args.promote)
+        summaries = _run(cfg, promote=args.promote, resume=args.resume)
     except SearchFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if not summaries and args.resume:
+        print("Nothing to resume: every task of this search had finished; its results are in "
+              f"{cfg.output['results_dir']}/{cfg.name}")
     for summary in summaries:
         _print_report(summary)
     return 0
 
 
-def run_search(cfg: SearchConfig, promote: bool = False) -> list[dict[str, Any]]:
+def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -> list[dict[str, Any]]:
     """Run a validated search end to end (see :mod:`genre_ray.runner`)."""
     from genre_ray.runner import run_search as _run
 
-    return _run(cfg, promote=promote)
+    return _run(cfg, promote=promote, resume=resume)
 
 
 def _print_report(s: dict[str, Any]) -> None:
@@ -137,6 +150,12 @@ def _print_report(s: dict[str, Any]) -> None:
         print(f"Registered {reg['name']} v{reg['version']} as @{reg['alias']}: {reg['reason']}")
     print(f"Results: {s['out_dir']}  (leaderboard.csv, summary.md, confusion_matrix.png)")
     print(f"MLflow:  {s['tracking_uri']}  (open with: mlflow ui --backend-store-uri {s['tracking_uri']})")
+    disk = s.get("disk")
+    if disk:
+        from genre_ray.report import mib
+
+        print(f"Disk:    {mib(disk['experiment_bytes'])} in {disk['experiment']} ({disk['checkpoints']} checkpoints, "
+              f"best and last per trial); feature cache {mib(disk['cache_bytes'])}")
     print(f"Wall time: {s['wall_s']:.0f} s")
 
 

@@ -94,6 +94,7 @@ class Tracker:
                                 "check the URI and that the store is writable") from None
         self.parent_id: str | None = None
         self._children: dict[str, str] = {}
+        self._params: dict[str, dict[str, str]] = {}
 
     # ---------------------------------------------------------------------------- safety net
     def _safe(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -119,15 +120,64 @@ class Tracker:
         self._safe("log params", self.client.log_batch, self.parent_id, params=_flat_params(params))
         return self.parent_id
 
+    def resume_parent(self, run_id: str) -> None:
+        """Re-attach to the parent run of an interrupted search, and to its trials' child runs.
+
+        The parent run is reopened (status RUNNING); each child run is found by its trial id, so a
+        trial that Tune resumes logs to its own run and no trial gets a second one.
+
+        Raises:
+            TrackingError: when the run is not in this store (another tracking URI, or deleted).
+        """
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            raise TrackingError(f"tracking.uri {self.uri}: the interrupted search's parent run {run_id} is not "
+                                f"there ({exc}); resume with the tracking URI it used, or start afresh "
+                                "without --resume") from None
+        if run.info.lifecycle_stage == "deleted":
+            raise TrackingError(f"tracking.uri {self.uri}: the interrupted search's parent run {run_id} was "
+                                "deleted; start afresh without --resume")
+        self.parent_id = run_id
+        self._safe("reopen run", self.client.update_run, run_id, "RUNNING")
+        children = self._safe("find trial runs", self.client.search_runs, [self.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=50000) or []
+        for child in children:
+            trial_id = child.data.tags.get("genre_ray.trial_id")
+            if trial_id:
+                self._children[trial_id] = child.info.run_id
+                self._params[trial_id] = dict(child.data.params)
+        log.info("re-attached to MLflow parent run %s with %d trial runs", run_id, len(self._children))
+
     def start_trial(self, trial_id: str, name: str, params: dict[str, Any]) -> None:
-        """Open a child run for a trial under the parent run."""
+        """Open a child run for a trial under the parent run (or reopen its own, for a resumed trial)."""
         if self.parent_id is None:
             return
+        flat = _flat_params(params)
+        if trial_id in self._children:
+            if self._params.get(trial_id) == {p.key: p.value for p in flat}:
+                self._safe("reopen trial run", self.client.update_run, self._children[trial_id], "RUNNING")
+                return
+            # The same id with other parameters: a trial that started after the interrupted run's
+            # last snapshot, which Tune does not know about. Its run describes nothing that happened
+            # in this search any more, so it goes, and the new trial gets a run of its own.
+            self._safe("delete stale trial run", self.client.delete_run, self._children.pop(trial_id))
         tags = {"mlflow.parentRunId": self.parent_id, "genre_ray.kind": "trial", "genre_ray.trial_id": trial_id}
         run = self._safe("start trial run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
         if run is not None:
             self._children[trial_id] = run.info.run_id
-            self._safe("log params", self.client.log_batch, run.info.run_id, params=_flat_params(params))
+            self._params[trial_id] = {p.key: p.value for p in flat}
+            self._safe("log params", self.client.log_batch, run.info.run_id, params=flat)
+
+    def drop_stale_trials(self, trial_ids: set[str]) -> int:
+        """Delete the child runs of trials that the finished search does not have; returns how many.
+
+        Only a resumed search has them: trials started after the interrupted run's last snapshot.
+        """
+        stale = [t for t in self._children if t not in trial_ids]
+        for trial_id in stale:
+            self._safe("delete stale trial run", self.client.delete_run, self._children.pop(trial_id))
+        return len(stale)
 
     def log_trial_epoch(self, trial_id: str, metrics: dict[str, float], step: int) -> None:
         """Per-epoch metrics of a trial, as step metrics (learning curves in the UI)."""

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from ray.tune import Callback
 
 from genre_ray.config import SearchConfig
 from genre_ray.report import leaderboard_frame, stop_reason
 
-__all__ = ["leaderboard", "ray_init", "tuner"]
+__all__ = ["ResourceError", "TrialRuns", "autoscaling_worker_types", "check_resources", "can_restore", "leaderboard", "ray_init", "restore", "tuner"]
 
 log = logging.getLogger("genre_ray.search")
 
@@ -34,7 +35,89 @@ def ray_init(cfg: SearchConfig) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: Path, run_name: str,
+class ResourceError(RuntimeError):
+    """A trial asks for more than any node of the cluster can ever give; the message says what."""
+
+
+#: Where ``ray up`` leaves the cluster's launcher config on the head node: its node types tell
+#: what the autoscaler can still add.
+AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+def check_resources(cfg: SearchConfig, nodes: list[dict[str, Any]] | None = None,
+                    autoscaler_config: str | os.PathLike[str] | None = AUTOSCALER_CONFIG) -> None:
+    """Fail at once when no node can ever run one trial, instead of leaving trials pending for ever.
+
+    A trial fits when one alive node has its CPUs and GPUs, or when the cluster launcher's config
+    (on a ``ray up`` head) has a node type with them that the autoscaler may start.
+
+    Args:
+        cfg: the search (its ``resources``).
+        nodes: ``ray.nodes()`` (read from the running cluster when None).
+        autoscaler_config: the launcher's config to read node types from, if it exists.
+
+    Raises:
+        ResourceError: naming the request, the nodes the cluster has, and what to change.
+    """
+    need = {"CPU": float(cfg.resources["cpu"]), "GPU": float(cfg.resources["gpu"])}
+    need = {k: v for k, v in need.items() if v > 0}
+    if nodes is None:
+        import ray
+
+        nodes = ray.nodes()
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    if any(_fits(r, need) for r in alive):
+        return
+    types = _node_types(autoscaler_config)
+    scalable = [name for name, t in types.items() if t["max_workers"] > 0 and _fits(t["resources"], need)]
+    asked = ", ".join(f"{v:g} {k}" for k, v in need.items())
+    if scalable:
+        log.info("no node has %s for a trial yet; the autoscaler can start %s nodes", asked, " or ".join(scalable))
+        return
+    have = "; ".join(sorted({_show(r) for r in alive})) or "no alive nodes"
+    extra = f"; the autoscaler's node types offer at most {'; '.join(_show(t['resources']) for t in types.values())}" \
+        if types else "; no autoscaler config, so no nodes will be added"
+    hint = ("set resources.gpu to 0 (or --gpus-per-trial 0) to train on CPUs, or add GPU nodes" if "GPU" in need
+            and not any(r.get("GPU", 0) >= need["GPU"] for r in alive) else
+            "lower resources.cpu (--cpus-per-trial) to at most the CPUs of one node, or add larger nodes")
+    raise ResourceError(f"resources: each trial asks for {asked} (resources.cpu, resources.gpu), but no node of "
+                        f"this Ray cluster can ever give that: {len(alive)} node(s) with {have}{extra}. {hint}.")
+
+
+def autoscaling_worker_types(autoscaler_config: str | os.PathLike[str] | None = AUTOSCALER_CONFIG) -> list[str]:
+    """The worker node types that the cluster launcher's autoscaler may start (none off a ``ray up`` head)."""
+    return [name for name, t in _node_types(autoscaler_config).items() if t["max_workers"] > 0 and not t["head"]]
+
+
+def _fits(resources: dict[str, Any], need: dict[str, float]) -> bool:
+    return all(float(resources.get(k, 0)) >= v - 1e-9 for k, v in need.items())
+
+
+def _show(resources: dict[str, Any]) -> str:
+    return ", ".join(f"{float(resources.get(k, 0)):g} {k}" for k in ("CPU", "GPU"))
+
+
+def _node_types(path: str | os.PathLike[str] | None) -> dict[str, dict[str, Any]]:
+    """Node types of a cluster launcher config: name -> resources and max_workers; {} if none."""
+    if path is None:
+        return {}
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return {}
+    import yaml
+
+    try:
+        doc = yaml.safe_load(file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        log.warning("cannot read the autoscaler config %s (%s); assuming no nodes will be added", file, exc)
+        return {}
+    head = doc.get("head_node_type")
+    return {name: {"resources": t.get("resources") or {}, "head": name == head,
+                   "max_workers": 1 if name == head else int(t.get("max_workers", doc.get("max_workers", 0)) or 0)}
+            for name, t in (doc.get("available_node_types") or {}).items()}
+
+
+def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | Path, run_name: str,
           groups: dict[str, Any] | None = None, *, sampler: Any = None, early_stopping: bool = True,
           stop: Any = None) -> Any:
     """The Tuner of one task.
@@ -43,27 +126,20 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: Path, 
         cfg: the validated search space.
         data: feature variant -> its trial data (one object store copy each, whichever trials use it).
         tracker: the MLflow tracker fed one child run per trial, or None for no tracking.
-        storage: Tune's storage folder; ``run_name`` the experiment's folder in it.
+        storage: Tune's storage: a local or NFS folder, or an ``s3://`` / ``gs://`` URI; ``run_name``
+            the experiment's folder in it.
         groups: row groups of stacked features (for the combined model).
         sampler: an Optuna sampler in place of TPE (the search benchmark passes a random one).
         early_stopping: ASHA on (the default) or off (every trial runs all its epochs).
         stop: a Tune stopper (e.g. a budget of trial-epochs), or None.
     """
-    # Tune warns when keeping only the best checkpoints forces frequent experiment snapshots; on
-    # small trials that is every few seconds and harmless, so the warning is only noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from genre_ray.spaces import define_by_run
-    from genre_ray.train import train_trial
 
-    s, res = cfg.search, cfg.resources
-    spec = {"cpu": res["cpu"], "gpu": res["gpu"], "seed": cfg.train["seed"], "max_epochs": s["max_epochs"],
-            "metric": s["metric"], "groups": groups or {}}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, data=data, spec=spec),
-                                    {"cpu": res["cpu"], "gpu": res["gpu"]})
+    s = cfg.search
     searcher = OptunaSearch(space=define_by_run(cfg), metric=s["metric"], mode=cfg.mode,
                             sampler=sampler or tpe_sampler(s["seed"]))
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s["max_epochs"],
@@ -72,13 +148,64 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: Path, 
     tune_config = tune.TuneConfig(metric=s["metric"], mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
                                   num_samples=s["num_samples"], max_concurrent_trials=s["max_concurrent"],
                                   time_budget_s=s["time_budget_s"], reuse_actors=True)
+    if tracker is not None:
+        _TRACKERS[run_name] = tracker
     run_config = tune.RunConfig(
         name=run_name, storage_path=str(storage),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=s["metric"],
+        # Best and last per trial: Tune always keeps the latest checkpoint besides the
+        # ``num_to_keep`` best, so a trial resumes from where it stopped and the search's winner
+        # is scored from its best epoch; every other checkpoint is deleted as soon as it is beaten.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s["metric"],
                                                 checkpoint_score_order=cfg.mode),
-        failure_config=tune.FailureConfig(max_failures=1),
-        callbacks=[_trial_callback(tracker, cfg)] if tracker is not None else [], stop=stop, verbose=0)
-    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+        # A trial lost with its node (or its worker) is retried from its last checkpoint.
+        failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_FAILURES),
+        callbacks=[TrialRuns(run_name, cfg)] if tracker is not None else [], stop=stop, verbose=0)
+    return tune.Tuner(_trainable(cfg, data, groups), tune_config=tune_config, run_config=run_config)
+
+
+def restore(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment: str, groups: dict[str, Any] | None = None) -> Any:
+    """The Tuner of an interrupted search, restored from its experiment folder (local or URI).
+
+    Tune restores the trials, the ASHA scheduler and the Optuna searcher (its study with every
+    finished and running trial) from the experiment's snapshot; unfinished trials continue from
+    their latest checkpoint and trials that failed are retried from theirs. The MLflow callback
+    is pickled without its tracker: ``tracker`` (re-attached to the same parent run) takes its place.
+    """
+    from ray import tune
+
+    if tracker is not None:
+        _TRACKERS[_run_name(experiment)] = tracker
+    return tune.Tuner.restore(experiment, trainable=_trainable(cfg, data, groups), resume_unfinished=True,
+                              resume_errored=True)
+
+
+def can_restore(experiment: str) -> bool:
+    """Whether ``experiment`` (a folder or URI) holds a Tune experiment that can be restored."""
+    from ray import tune
+
+    try:
+        return bool(tune.Tuner.can_restore(experiment))
+    except Exception:  # noqa: BLE001 - an unreadable location cannot be restored
+        return False
+
+
+def _run_name(experiment: str) -> str:
+    return str(experiment).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _trainable(cfg: SearchConfig, data: dict[str, Any], groups: dict[str, Any] | None) -> Any:
+    # Tune warns when keeping only the best checkpoints forces frequent experiment snapshots; on
+    # small trials that is every few seconds and harmless, so the warning is only noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    from ray import tune
+
+    from genre_ray.train import train_trial
+
+    s, res = cfg.search, cfg.resources
+    spec = {"cpu": res["cpu"], "gpu": res["gpu"], "seed": cfg.train["seed"], "max_epochs": s["max_epochs"],
+            "metric": s["metric"], "groups": groups or {}}
+    return tune.with_resources(tune.with_parameters(train_trial, data=data, spec=spec),
+                               {"cpu": res["cpu"], "gpu": res["gpu"]})
 
 
 def tpe_sampler(seed: int) -> Any:
@@ -97,45 +224,70 @@ def tpe_sampler(seed: int) -> Any:
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
-def _trial_callback(tracker: Any, cfg: SearchConfig) -> Any:
-    from ray import tune
+#: Trackers of the searches running in this process, by Tune run name. The callback below is
+#: pickled into the experiment (``tuner.pkl``) without its tracker and finds it here, so a
+#: restored search logs to the tracker re-attached to its parent run, not to a stale copy.
+_TRACKERS: dict[str, Any] = {}
+MAX_TRIAL_FAILURES = 3
 
-    from genre_ray.spaces import resolve
 
-    planned, metric, total = cfg.search["max_epochs"], cfg.search["metric"], cfg.search["num_samples"]
+class TrialRuns(Callback):
+    """One MLflow child run per trial, fed from the driver (no worker talks to MLflow).
 
-    class TrialRuns(tune.Callback):
-        """One MLflow child run per trial, fed from the driver (no worker talks to MLflow).
+    It also logs one line per trial start and end, in place of Tune's verbose tables.
+    """
 
-        It also logs one line per trial start and end, in place of Tune's verbose tables.
-        """
+    def __init__(self, run_name: str, cfg: SearchConfig) -> None:
+        self.run_name = run_name
+        self.planned, self.metric = cfg.search["max_epochs"], cfg.search["metric"]
+        self.total = cfg.search["num_samples"]
 
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            tracker.start_trial(trial.trial_id, f"trial-{trial.trial_id}", trial.config)
-            plan = resolve(trial.config)
-            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted({**plan.params, **plan.train}.items()))
-            log.info("trial %s started: %s on %s: %s", trial.trial_id, plan.model, plan.kind, shown)
+    @property
+    def tracker(self) -> Any:
+        return _TRACKERS.get(self.run_name)
 
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            metrics = {k: v for k, v in result.items()
-                       if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
-            tracker.log_trial_epoch(trial.trial_id, metrics, int(result.get("training_iteration", 0)))
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from genre_ray.spaces import resolve
 
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            last = trial.last_result or {}
-            run = int(last.get("training_iteration", 0))
-            why = stop_reason(None, run, int(last.get("planned_epochs", planned)),
-                              bool(last.get("stopped_by_patience")))
-            tracker.end_trial(trial.trial_id, "FINISHED", {"stop_reason": why})
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
-            log.info("trial %s %s after %d epochs: %s %.4f (%d of %d trials done)", trial.trial_id, why, run,
-                     metric, last.get(metric, float("nan")), min(done, total), total)
+        if self.tracker is not None:
+            self.tracker.start_trial(trial.trial_id, f"trial-{trial.trial_id}", trial.config)
+        plan = resolve(trial.config)
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted({**plan.params, **plan.train}.items()))
+        log.info("trial %s started: %s on %s: %s", trial.trial_id, plan.model, plan.kind, shown)
 
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            tracker.end_trial(trial.trial_id, "FAILED", {"stop_reason": "error"})
-            log.warning("trial %s failed: %s (the search goes on)", trial.trial_id, info.get("error", ""))
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log.warning("trial %s failed (%s); retrying it from its last checkpoint", trial.trial_id,
+                    str(info.get("error", "")).splitlines()[0][:200] if info.get("error") else "lost worker")
 
-    return TrialRuns()
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        metrics = {k: v for k, v in result.items()
+                   if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
+        if self.tracker is not None:
+            self.tracker.log_trial_epoch(trial.trial_id, metrics, int(result.get("training_iteration", 0)))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        run = int(last.get("training_iteration", 0))
+        why = stop_reason(None, run, int(last.get("planned_epochs", self.planned)),
+                          bool(last.get("stopped_by_patience")))
+        if self.tracker is not None:
+            self.tracker.end_trial(trial.trial_id, "FINISHED", {"stop_reason": why})
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
+        log.info("trial %s %s after %d epochs: %s %.4f (%d of %d trials done)", trial.trial_id, why, run,
+                 self.metric, last.get(self.metric, float("nan")), min(done, self.total), self.total)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.tracker is not None:
+            self.tracker.end_trial(trial.trial_id, "FAILED", {"stop_reason": "error"})
+        log.warning("trial %s failed: %s (the search goes on)", trial.trial_id, info.get("error", ""))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # A resumed search may hold child runs of trials that started after the interrupted run's
+        # last snapshot: Tune does not know them, so they describe nothing in this search.
+        if self.tracker is not None:
+            stale = self.tracker.drop_stale_trials({t.trial_id for t in trials})
+            if stale:
+                log.info("removed %d MLflow runs of trials lost with the interrupted run's last snapshot", stale)
 
 
 def _fmt(value: Any) -> str:

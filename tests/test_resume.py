@@ -1,0 +1,192 @@
+"""Surviving interruptions: fail-fast resources, shared storage on clusters, MLflow re-attachment, and
+``--resume`` after the driver is killed mid-search (Tune restore with the Optuna searcher's state)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from genre_ray.config import load_config
+from genre_ray.tracking import Tracker, TrackingError
+
+from _spaces import tiny_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(tmp_path: Path, **overrides: object):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"task": "unit", "model": {"name": "cnn2d"}}))
+    return load_config(space, {"output.results_dir": str(tmp_path), **overrides})
+
+
+# ---------------------------------------------------------------------------- impossible resources
+def _node(cpu: float, gpu: float = 0.0, alive: bool = True, host: str = "10.0.0.1") -> dict:
+    return {"Alive": alive, "NodeManagerAddress": host, "Resources": {"CPU": cpu, **({"GPU": gpu} if gpu else {})}}
+
+
+def test_a_gpu_trial_on_a_cpu_only_cluster_fails_with_the_request_and_what_there_is(tmp_path: Path) -> None:
+    from genre_ray.tuning import ResourceError, check_resources
+
+    cfg = _cfg(tmp_path, **{"resources.gpu": 1})
+    with pytest.raises(ResourceError) as err:
+        check_resources(cfg, nodes=[_node(2), _node(8, alive=False)], autoscaler_config=None)
+    text = str(err.value)
+    assert "1 GPU" in text and "1 node(s) with 2 CPU, 0 GPU" in text and "resources.gpu to 0" in text
+
+
+def test_too_many_cpus_per_trial_fail_but_a_fitting_node_or_autoscaler_type_passes(tmp_path: Path) -> None:
+    from genre_ray.tuning import ResourceError, autoscaling_worker_types, check_resources
+
+    cfg = _cfg(tmp_path, **{"resources.cpu": 4})
+    with pytest.raises(ResourceError, match="lower resources.cpu"):
+        check_resources(cfg, nodes=[_node(2), _node(2, host="10.0.0.2")], autoscaler_config=None)
+    check_resources(cfg, nodes=[_node(2), _node(4)], autoscaler_config=None)  # one node is enough
+
+    gpu = _cfg(tmp_path, **{"resources.gpu": 0.25})
+    launcher = tmp_path / "ray_bootstrap_config.yaml"
+    launcher.write_text(yaml.safe_dump({"head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 4}, "min_workers": 0, "max_workers": 0},
+        "gpu_worker": {"resources": {"CPU": 4, "GPU": 1}, "min_workers": 0, "max_workers": 2}}}))
+    check_resources(gpu, nodes=[_node(4)], autoscaler_config=launcher)  # GPU nodes can still be started
+    assert autoscaling_worker_types(launcher) == ["gpu_worker"]  # so a ray up head counts as multi-host
+    launcher.write_text(yaml.safe_dump({"available_node_types": {
+        "gpu_worker": {"resources": {"CPU": 4, "GPU": 1}, "max_workers": 0}}}))
+    with pytest.raises(ResourceError, match="node types offer at most 4 CPU, 1 GPU"):
+        check_resources(gpu, nodes=[_node(4)], autoscaler_config=launcher)
+
+
+def test_impossible_gpu_request_fails_fast_from_the_command_line(tmp_path: Path) -> None:
+    """The issue's check: 1 GPU per trial on a machine with none fails in well under 30 s."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CUDA_VISIBLE_DEVICES": ""}
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "genre_ray.search", str(ROOT / "search_spaces" / "cnn.yaml"),
+                          "--smoke", "--results-dir", str(tmp_path), "--gpus-per-trial", "1", "-q"],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    seconds = time.perf_counter() - t0
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "each trial asks for 1 CPU, 1 GPU" in out.stderr and "0 GPU" in out.stderr
+    assert not (tmp_path / "demo_collection").exists()  # failed before reading or featurizing any audio
+    assert seconds < 60  # generous for a loaded CI machine; measured ~10-15 s here
+
+
+# ---------------------------------------------------------------------------- shared storage
+def test_node_local_storage_is_refused_on_a_multi_host_cluster(tmp_path: Path) -> None:
+    from genre_ray.runner import SearchFailed, _check_shared_storage
+
+    cfg = _cfg(tmp_path)
+    _check_shared_storage(cfg, tmp_path, hosts=1)  # one machine: its disk is shared by its nodes
+    with pytest.raises(SearchFailed, match=r"search.storage_path .* own disk.*2 hosts.*s3://"):
+        _check_shared_storage(cfg, tmp_path, hosts=2)
+    remote = _cfg(tmp_path, **{"search.storage_path": "s3://bucket/ray", "features.cache_dir": "gs://b/cache"})
+    _check_shared_storage(remote, tmp_path, hosts=3)
+
+
+# ---------------------------------------------------------------------------- MLflow re-attachment
+def test_a_resumed_tracker_reuses_the_parent_and_each_trials_run(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker(uri, "resume", artifact_root=tmp_path / "art")
+    parent = first.start_parent("search", {"a": 1}, {})
+    first.start_trial("t1", "trial-t1", {"lr": 0.1})
+    first.end_trial("t1", "FINISHED", {})
+    first.start_trial("t2", "trial-t2", {"lr": 0.2})  # running when the driver died
+    first.start_trial("t3", "trial-t3", {"lr": 0.3})  # started after Tune's last snapshot
+
+    again = Tracker(uri, "resume", artifact_root=tmp_path / "art")
+    again.resume_parent(parent)
+    again.start_trial("t2", "trial-t2", {"lr": 0.2})  # resumed: same run
+    again.start_trial("t3", "trial-t3", {"lr": 0.7})  # the same id, now another trial: a new run
+    again.log_trial_epoch("t3", {"val_loss": 1.0}, 1)
+    assert again.drop_stale_trials({"t1", "t2", "t3"}) == 0
+    again.start_trial("t4", "trial-t4", {"lr": 0.4})
+    assert again.drop_stale_trials({"t1", "t2", "t3"}) == 1  # t4 is not in the finished search
+
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([again.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    by_trial = {r.data.tags["genre_ray.trial_id"]: r for r in runs}
+    assert sorted(by_trial) == ["t1", "t2", "t3"] and len(runs) == 3
+    assert by_trial["t3"].data.params["lr"] == "0.7"
+    assert client.get_run(parent).info.status == "RUNNING"
+    with pytest.raises(TrackingError, match="not there"):
+        Tracker(uri, "resume").resume_parent("0" * 32)
+
+
+# ---------------------------------------------------------------------------- --resume end to end
+def _finished_trials(uri: str) -> int:
+    try:
+        client = mlflow.MlflowClient(uri)
+        exp = client.get_experiment_by_name("resume")
+        if exp is None:
+            return 0
+        runs = client.search_runs([exp.experiment_id], filter_string="tags.`genre_ray.kind` = 'trial'")
+        return sum(r.info.status == "FINISHED" for r in runs)
+    except Exception:  # noqa: BLE001 - the store may be mid-creation
+        return 0
+
+
+@pytest.mark.slow
+def test_a_search_killed_midway_resumes_to_the_planned_trials_with_one_parent_run(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(tiny_space("resumable", "resume", str(tmp_path / "demo"), epochs=6,
+                                                num_samples=8)))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_TRACKING_URI": uri,
+           "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # Tune's experiment snapshot at least every second
+    cmd = [sys.executable, "-m", "genre_ray.search", str(space), "--results-dir", str(tmp_path / "results")]
+    log1 = (tmp_path / "first.log").open("w")
+    # Its own session, so that the kill takes the driver and the local Ray it started, like a lost
+    # terminal or an OOM kill: nothing gets to shut down cleanly.
+    proc = subprocess.Popen(cmd, stdout=log1, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while _finished_trials(uri) < 3 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        done_before = _finished_trials(uri)
+        assert 3 <= done_before < 8
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    out_dir = tmp_path / "results" / "resumable"
+    assert not (out_dir / "leaderboard.csv").exists()
+
+    second = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resuming resumable-resume-" in second.stderr
+
+    board = pd.read_csv(out_dir / "leaderboard.csv")
+    assert len(board) == 8 and board["trial_id"].is_unique  # the planned trials, none twice
+    assert (board["stopped"] == "completed").all() and (board["epochs"] == 6).all()
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("resume")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("genre_ray.kind") == "search"]
+    children = [r for r in runs if r.data.tags.get("genre_ray.kind") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 8 and {c.data.tags["genre_ray.trial_id"] for c in children} == set(board["trial_id"])
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+
+    # The Optuna searcher came back with its study: the restored searcher holds all 8 trials, so
+    # TPE's later suggestions were informed by the trials finished before the kill.
+    from ray.tune.search.optuna import OptunaSearch
+
+    state = json.loads((out_dir / "search_state.json").read_text())
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(state["experiment"])
+    assert len(searcher._ot_study.trials) == 8
+    assert "Resumed with `--resume`" in (out_dir / "summary.md").read_text()
+
+    third = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert third.returncode == 0 and "Nothing to resume" in third.stdout
