@@ -150,8 +150,9 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
                                   time_budget_s=s["time_budget_s"], reuse_actors=True)
     if tracker is not None:
         _TRACKERS[run_name] = tracker
+    fs, where = _storage(storage)
     run_config = tune.RunConfig(
-        name=run_name, storage_path=str(storage),
+        name=run_name, storage_path=where, storage_filesystem=fs,
         # Best and last per trial: Tune always keeps the latest checkpoint besides the
         # ``num_to_keep`` best, so a trial resumes from where it stopped and the search's winner
         # is scored from its best epoch; every other checkpoint is deleted as soon as it is beaten.
@@ -175,8 +176,9 @@ def restore(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment: s
 
     if tracker is not None:
         _TRACKERS[_run_name(experiment)] = tracker
-    return tune.Tuner.restore(experiment, trainable=_trainable(cfg, data, groups), resume_unfinished=True,
-                              resume_errored=True)
+    fs, where = _storage(experiment)
+    return tune.Tuner.restore(where, trainable=_trainable(cfg, data, groups), resume_unfinished=True,
+                              resume_errored=True, storage_filesystem=fs)
 
 
 def can_restore(experiment: str) -> bool:
@@ -184,9 +186,20 @@ def can_restore(experiment: str) -> bool:
     from ray import tune
 
     try:
-        return bool(tune.Tuner.can_restore(experiment))
+        fs, where = _storage(experiment)
+        return bool(tune.Tuner.can_restore(where, storage_filesystem=fs))
     except Exception:  # noqa: BLE001 - an unreadable location cannot be restored
         return False
+
+
+def _storage(location: str | Path) -> tuple[Any, str]:
+    """Tune's storage as (pyarrow filesystem or None, path): a URI's options (endpoint, region,
+    credentials) live in its filesystem, so Tune never has to parse them out of a joined path."""
+    from genre_ray.storage import filesystem, is_uri
+
+    if not is_uri(str(location)):
+        return None, str(location)
+    return filesystem(str(location))
 
 
 def _run_name(experiment: str) -> str:

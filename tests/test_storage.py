@@ -311,3 +311,32 @@ def test_a_uri_collection_names_its_task_after_its_last_folder() -> None:
     assert _task_name("s3://testing:testing@bucket/music/gtzan?endpoint_override=127.0.0.1:9&scheme=http") == "gtzan"
     assert _task_name("gs://bucket/") == "bucket"
     assert _task_name("/srv/music/radio/") == "radio"
+
+
+@pytest.mark.slow
+def test_a_whole_search_with_audio_cache_and_tune_storage_in_s3(bucket: Bucket, tiny_demo: Path, tmp_path: Path,
+                                                                 ray_session: object) -> None:
+    """The cluster layout: nothing the trials or Ray Data tasks touch is on a node's own disk."""
+    import yaml
+
+    from genre_ray.config import load_config
+    from genre_ray.runner import run_search
+
+    from _spaces import tiny_space
+
+    space = tmp_path / "s3.yaml"
+    doc = tiny_space("s3-search", "s3", "unused", epochs=2, num_samples=2)
+    doc["data"] = {"source": "folder", "path": bucket.upload(tiny_demo, "music")}
+    doc["features"]["cache_dir"] = bucket.uri("cache")
+    doc["search"]["storage_path"] = bucket.uri("ray")
+    space.write_text(yaml.safe_dump(doc))
+    cfg = load_config(space, {"output.results_dir": str(tmp_path / "results"),
+                              "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    summary = run_search(cfg)[0]
+    keys = bucket.keys()
+    assert any(k.startswith("cache/") and k.endswith("_genre_ray_cache.json") for k in keys)
+    checkpoints = {k.split("/checkpoint_")[0] for k in keys if k.startswith("ray/") and "/checkpoint_" in k}
+    assert len(checkpoints) == 2  # each trial's checkpoints went to the bucket
+    assert summary["disk"]["experiment"].startswith(f"s3://{bucket.name}/ray/")  # credentials not shown
+    assert summary["disk"]["experiment_bytes"] > 0 and 1 <= summary["disk"]["checkpoints"] <= 4
+    assert summary["test_songs"] > 0 and not (tmp_path / "results" / "ray").exists()
