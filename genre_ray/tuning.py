@@ -77,9 +77,9 @@ def check_resources(cfg: SearchConfig, nodes: list[dict[str, Any]] | None = None
     have = "; ".join(sorted({_show(r) for r in alive})) or "no alive nodes"
     extra = f"; the autoscaler's node types offer at most {'; '.join(_show(t['resources']) for t in types.values())}" \
         if types else "; no autoscaler config, so no nodes will be added"
-    hint = ("set resources.gpu to 0 (or --gpus-per-trial 0) to train on CPUs, or add GPU nodes" if "GPU" in need
+    hint = ("Set resources.gpu to 0 (or --gpus-per-trial 0) to train on CPUs, or add GPU nodes" if "GPU" in need
             and not any(r.get("GPU", 0) >= need["GPU"] for r in alive) else
-            "lower resources.cpu (--cpus-per-trial) to at most the CPUs of one node, or add larger nodes")
+            "Lower resources.cpu (--cpus-per-trial) to at most the CPUs of one node, or add larger nodes")
     raise ResourceError(f"resources: each trial asks for {asked} (resources.cpu, resources.gpu), but no node of "
                         f"this Ray cluster can ever give that: {len(alive)} node(s) with {have}{extra}. {hint}.")
 

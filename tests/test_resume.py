@@ -42,14 +42,14 @@ def test_a_gpu_trial_on_a_cpu_only_cluster_fails_with_the_request_and_what_there
     with pytest.raises(ResourceError) as err:
         check_resources(cfg, nodes=[_node(2), _node(8, alive=False)], autoscaler_config=None)
     text = str(err.value)
-    assert "1 GPU" in text and "1 node(s) with 2 CPU, 0 GPU" in text and "resources.gpu to 0" in text
+    assert "1 GPU" in text and "1 node(s) with 2 CPU, 0 GPU" in text and "Set resources.gpu to 0" in text
 
 
 def test_too_many_cpus_per_trial_fail_but_a_fitting_node_or_autoscaler_type_passes(tmp_path: Path) -> None:
     from genre_ray.tuning import ResourceError, autoscaling_worker_types, check_resources
 
     cfg = _cfg(tmp_path, **{"resources.cpu": 4})
-    with pytest.raises(ResourceError, match="lower resources.cpu"):
+    with pytest.raises(ResourceError, match="Lower resources.cpu"):
         check_resources(cfg, nodes=[_node(2), _node(2, host="10.0.0.2")], autoscaler_config=None)
     check_resources(cfg, nodes=[_node(2), _node(4)], autoscaler_config=None)  # one node is enough
 
