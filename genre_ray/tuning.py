@@ -212,12 +212,10 @@ def _trainable(cfg: SearchConfig, data: dict[str, Any], groups: dict[str, Any] |
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray import tune
 
-    from genre_ray.train import train_trial
+    from genre_ray.train import train_trial, trial_spec
 
-    s, res = cfg.search, cfg.resources
-    spec = {"cpu": res["cpu"], "gpu": res["gpu"], "seed": cfg.train["seed"], "max_epochs": s["max_epochs"],
-            "metric": s["metric"], "groups": groups or {}}
-    return tune.with_resources(tune.with_parameters(train_trial, data=data, spec=spec),
+    res = cfg.resources
+    return tune.with_resources(tune.with_parameters(train_trial, data=data, spec=trial_spec(cfg, groups)),
                                {"cpu": res["cpu"], "gpu": res["gpu"]})
 
 

@@ -31,6 +31,7 @@ __all__ = ["SUBCOMMANDS", "Timing", "command_line", "load_average", "machine_sum
 #: Subcommand name -> module under ``genre_ray.bench``.
 SUBCOMMANDS: dict[str, str] = {
     "featurize": "genre_ray.bench.featurize",
+    "overhead": "genre_ray.bench.overhead",
     "search": "genre_ray.bench.search",
     "tag": "genre_ray.bench.tag",
     "zoo": "genre_ray.bench.zoo",
