@@ -354,7 +354,7 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
         tracker.finish_parent({}, {"outcome": "all trials failed"}, [out_dir / "leaderboard.csv"], "FAILED")
         raise SearchFailed(f"task {task.name}: every trial failed; see the error column of "
                            f"{out_dir / 'leaderboard.csv'}")
-    best = by_trial[board.loc[0, "trial_id"]]
+    best = _best_with_checkpoint(board, by_trial, metric, cfg.mode)
     summary = _finish(cfg, task.name, best, board, arrays, tracker, out_dir, sid, promote,
                       table.info["cache_key"])
     summary.update(
@@ -380,6 +380,28 @@ def _count_checkpoints(experiment: str) -> int:
     except OSError:
         return 0
     return sum(1 for f in found if f.type == pafs.FileType.Directory and f.base_name.startswith("checkpoint_"))
+
+
+def _checkpoint_of(result: Any, metric: str, mode: str) -> Any:
+    """A trial's best checkpoint, else its last; None when it kept none."""
+    try:
+        checkpoint = result.get_best_checkpoint(metric, mode)
+    except RuntimeError:  # Tune lists none for this trial (e.g. one restored after a lost node)
+        checkpoint = None
+    return checkpoint or result.checkpoint
+
+
+def _best_with_checkpoint(board: pd.DataFrame, by_trial: dict[str, Any], metric: str, mode: str) -> Any:
+    """The best trial of the leaderboard that left a checkpoint to score on the test songs."""
+    for rank, trial_id in enumerate(board["trial_id"]):
+        result = by_trial[trial_id]
+        if pd.notna(board.loc[rank, f"best_{metric}"]) and _checkpoint_of(result, metric, mode) is not None:
+            if rank:
+                log.warning("the %d best trial(s) left no checkpoint; scoring trial %s (rank %d) on the test songs",
+                            rank, trial_id, rank + 1)
+            return result
+    raise SearchFailed(f"no trial left a checkpoint in {board.attrs.get('storage', 'the Tune storage')}; "
+                       "see the leaderboard's error column")
 
 
 STATE_FILE = "search_state.json"
@@ -496,7 +518,7 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays
 
     metric = cfg.search["metric"]
     plan = resolve(best.config)
-    checkpoint = best.get_best_checkpoint(metric, cfg.mode) or best.checkpoint
+    checkpoint = _checkpoint_of(best, metric, cfg.mode)
     with checkpoint.as_directory() as d:
         model = load_checkpoint_model(d, arrays["trial"][plan.kind], best.config, _groups(cfg))
     test, classes = arrays["test"][plan.kind], arrays["classes"]

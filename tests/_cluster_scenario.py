@@ -5,7 +5,7 @@ session's local Ray): ``python tests/_cluster_scenario.py WORKDIR``. It prints o
 
 Nodes: a head with no CPUs (the driver and the object store only), and two workers with one CPU
 each, so two trials run at once, one on each worker. The collection is featurized first (on the
-workers); then the search starts, and once a trial has saved a checkpoint, worker 1 is killed
+workers); then the search starts, and once both running trials have saved a checkpoint, worker 1 is killed
 without warning; the other worker carries on alone.
 """
 
@@ -50,10 +50,13 @@ def main(work: Path) -> dict:
     def kill_a_worker() -> None:
         deadline = time.time() + 600
         while time.time() < deadline:
-            if glob.glob(str(work / "results" / "ray" / "*" / "*" / "checkpoint_*")):
+            trials = {Path(c).parent for c in glob.glob(str(work / "results" / "ray" / "*" / "*" / "checkpoint_*"))}
+            if len(trials) >= 2:  # both running trials have saved an epoch: both are well under way
                 break
             time.sleep(0.2)
-        time.sleep(1.0)  # mid-epoch
+        # Mid-epoch, and far from a trial's start: Tune retries a trial whose node dies while it
+        # runs, but fails one whose actor was still being placed there (PENDING) when it died.
+        time.sleep(0.3)
         killed["node_id"] = workers[0].node_id
         killed["at"] = time.time()
         cluster.remove_node(workers[0], allow_graceful=False)  # the other worker carries on alone
