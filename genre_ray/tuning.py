@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from ray.tune import Callback
 
 from genre_ray.config import SearchConfig
 from genre_ray.report import leaderboard_frame, stop_reason
 
-__all__ = ["ResourceError", "TrialRuns", "autoscaling_worker_types", "check_resources", "can_restore", "leaderboard", "ray_init", "restore", "tuner"]
+__all__ = ["MAX_TRIAL_FAILURES", "TRACKERS", "ResourceError", "autoscaling_worker_types", "check_resources", "can_restore", "leaderboard", "ray_init", "restore", "tuner"]
 
 log = logging.getLogger("genre_ray.search")
 
@@ -33,6 +32,14 @@ def ray_init(cfg: SearchConfig) -> None:
     ray.init(address=address, include_dashboard=False if address is None else None,
              logging_level=logging.WARNING, log_to_driver=True)
     ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+#: Trackers of the searches running in this process, by Tune run name. The trial callback
+#: (:class:`genre_ray.trial_runs.TrialRuns`) is pickled into the experiment (``tuner.pkl``) without
+#: its tracker and finds it here, so a restored search logs to the tracker re-attached to its
+#: parent run, not to a stale copy.
+TRACKERS: dict[str, Any] = {}
+MAX_TRIAL_FAILURES = 3
 
 
 class ResourceError(RuntimeError):
@@ -149,7 +156,9 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
                                   num_samples=s["num_samples"], max_concurrent_trials=s["max_concurrent"],
                                   time_budget_s=s["time_budget_s"], reuse_actors=True)
     if tracker is not None:
-        _TRACKERS[run_name] = tracker
+        TRACKERS[run_name] = tracker
+    from genre_ray.trial_runs import TrialRuns
+
     fs, where = _storage(storage)
     run_config = tune.RunConfig(
         name=run_name, storage_path=where, storage_filesystem=fs,
@@ -175,7 +184,7 @@ def restore(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment: s
     from ray import tune
 
     if tracker is not None:
-        _TRACKERS[_run_name(experiment)] = tracker
+        TRACKERS[_run_name(experiment)] = tracker
     fs, where = _storage(experiment)
     return tune.Tuner.restore(where, trainable=_trainable(cfg, data, groups), resume_unfinished=True,
                               resume_errored=True, storage_filesystem=fs)
@@ -233,76 +242,6 @@ def tpe_sampler(seed: int) -> Any:
     with warnings.catch_warnings():  # these options are marked experimental; they are stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-
-
-#: Trackers of the searches running in this process, by Tune run name. The callback below is
-#: pickled into the experiment (``tuner.pkl``) without its tracker and finds it here, so a
-#: restored search logs to the tracker re-attached to its parent run, not to a stale copy.
-_TRACKERS: dict[str, Any] = {}
-MAX_TRIAL_FAILURES = 3
-
-
-class TrialRuns(Callback):
-    """One MLflow child run per trial, fed from the driver (no worker talks to MLflow).
-
-    It also logs one line per trial start and end, in place of Tune's verbose tables.
-    """
-
-    def __init__(self, run_name: str, cfg: SearchConfig) -> None:
-        self.run_name = run_name
-        self.planned, self.metric = cfg.search["max_epochs"], cfg.search["metric"]
-        self.total = cfg.search["num_samples"]
-
-    @property
-    def tracker(self) -> Any:
-        return _TRACKERS.get(self.run_name)
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from genre_ray.spaces import resolve
-
-        if self.tracker is not None:
-            self.tracker.start_trial(trial.trial_id, f"trial-{trial.trial_id}", trial.config)
-        plan = resolve(trial.config)
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted({**plan.params, **plan.train}.items()))
-        log.info("trial %s started: %s on %s: %s", trial.trial_id, plan.model, plan.kind, shown)
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        log.warning("trial %s failed (%s); retrying it from its last checkpoint", trial.trial_id,
-                    str(info.get("error", "")).splitlines()[0][:200] if info.get("error") else "lost worker")
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        metrics = {k: v for k, v in result.items()
-                   if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
-        if self.tracker is not None:
-            self.tracker.log_trial_epoch(trial.trial_id, metrics, int(result.get("training_iteration", 0)))
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        last = trial.last_result or {}
-        run = int(last.get("training_iteration", 0))
-        why = stop_reason(None, run, int(last.get("planned_epochs", self.planned)),
-                          bool(last.get("stopped_by_patience")))
-        if self.tracker is not None:
-            self.tracker.end_trial(trial.trial_id, "FINISHED", {"stop_reason": why})
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
-        log.info("trial %s %s after %d epochs: %s %.4f (%d of %d trials done)", trial.trial_id, why, run,
-                 self.metric, last.get(self.metric, float("nan")), min(done, self.total), self.total)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if self.tracker is not None:
-            self.tracker.end_trial(trial.trial_id, "FAILED", {"stop_reason": "error"})
-        log.warning("trial %s failed: %s (the search goes on)", trial.trial_id, info.get("error", ""))
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        # A resumed search may hold child runs of trials that started after the interrupted run's
-        # last snapshot: Tune does not know them, so they describe nothing in this search.
-        if self.tracker is not None:
-            stale = self.tracker.drop_stale_trials({t.trial_id for t in trials})
-            if stale:
-                log.info("removed %d MLflow runs of trials lost with the interrupted run's last snapshot", stale)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def leaderboard(results: Any, cfg: SearchConfig) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "genre_ray"
-RAY_ALLOWED = {"pipeline.py", "train.py", "runner.py", "tuning.py", "tag.py", "bench"}  # tag: Ray Data inference
+RAY_ALLOWED = {"pipeline.py", "train.py", "runner.py", "tuning.py", "trial_runs.py", "tag.py", "bench"}  # tag: Ray Data inference
 # serving: the registered model is an mlflow.pyfunc model; bench: times the pyfunc loop users would write
 MLFLOW_ALLOWED = {"tracking.py", "serving.py", "bench"}
 
