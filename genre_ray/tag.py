@@ -1,8 +1,9 @@
 """``python -m genre_ray.tag LIBRARY --model URI``: predict the genre of every song of a library.
 
 Ray Data runs a pool of actors (``--workers``, one CPU each, and a GPU share where there is a
-GPU); each loads the registered model once (:func:`genre_ray.serving.load`) and decodes,
-featurizes and classifies batches of files. A file that cannot be decoded becomes a row with its
+GPU); each loads a local copy of the registered model once (:class:`genre_ray.classifier.SongClassifier`,
+without importing MLflow) and reads, decodes, featurizes and classifies batches of files: only
+paths travel through Ray. A file that cannot be decoded becomes a row with its
 ``error``; it never stops the run. Prediction is the model's own: the same rows as
 ``mlflow.pyfunc.load_model(URI).predict(pd.DataFrame({"path": [...]}))``.
 
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 __all__ = ["TagError", "TagSummary", "Predictor", "PartStore", "build_parser", "list_library", "load_model",
@@ -52,6 +54,7 @@ KEY_COLUMNS = ["path", "size", "mtime_ns"]  # a file is done when a part has a r
 # them --batch-files at a time (4: the fastest forward-pass size measured there).
 _CALL_FILES = 32
 _STATE = "state.json"
+_TIMES = ("_call_start", "_call_end")  # wall-clock seconds of the actor call that made a row; not saved
 
 
 class TagError(RuntimeError):
@@ -75,6 +78,11 @@ class TagSummary:
     gpu_per_worker: float = 0.0
     #: (seconds since prediction started, rows) of every batch of rows as it arrived
     arrivals: list[tuple[float, int]] = field(default_factory=list)
+    #: wall-clock times (time.time()) of the run's start, and of the first actor call's start and
+    #: the last one's end, as the actors measured them
+    started: float = 0.0
+    first_call: float = math.inf
+    last_call_end: float = -math.inf
 
     @property
     def songs_per_s(self) -> float:
@@ -88,17 +96,20 @@ class TagSummary:
 
     @property
     def steady_songs_per_s(self) -> float:
-        """The rate once every worker is running: rows that came after each had delivered once."""
-        k = max(1, self.workers)
-        if len(self.arrivals) <= k:
-            return float("nan")
-        rows, seconds = sum(n for _, n in self.arrivals[k:]), self.arrivals[-1][0] - self.arrivals[k - 1][0]
-        return rows / seconds if seconds > 0 else float("nan")
+        """The rate once running, measured in the actors: the rows predicted, over the time from the
+        first call's start to the last call's end (actor start-up and model loading are before it)."""
+        seconds = self.last_call_end - self.first_call
+        return self.predicted / seconds if self.predicted and 0 < seconds < math.inf else float("nan")
+
+    @property
+    def startup_s(self) -> float:
+        """Seconds from the run's start to the first actor call: model, Ray Data and actors starting."""
+        return self.first_call - self.started if self.started and self.first_call < math.inf else float("nan")
 
     def text(self) -> str:
         gpu = f", {self.gpu_per_worker:g} GPU each" if self.gpu_per_worker else ""
-        steady = (f"; first rows after {self.first_rows_s:.1f} s, then {self.steady_songs_per_s:.1f} songs/s"
-                  if len(self.arrivals) > self.workers else "")
+        steady = (f"; first rows after {self.first_rows_s:.1f} s, {self.steady_songs_per_s:.1f} songs/s once "
+                  "running" if self.arrivals else "")
         lines = [f"{self.files} audio files; {self.done_before} already predicted (resumed), "
                  f"{self.predicted} predicted now in {self.predict_s + self.merge_s:.1f} s "
                  f"({self.songs_per_s:.2f} songs/s, {self.workers} workers{gpu}{steady})",
@@ -197,7 +208,7 @@ class Predictor:
     def __init__(self, model_dir: str, batch_files: int = 4, threads: int = 1, gpu: bool = False) -> None:
         import torch
 
-        from genre_ray.serving import SongClassifier
+        from genre_ray.classifier import SongClassifier  # not genre_ray.serving: no MLflow in the actors
 
         torch.set_num_threads(max(1, threads))  # one actor per CPU: no oversubscription
         self.model = SongClassifier.load(model_dir)
@@ -207,11 +218,15 @@ class Predictor:
         self.schema = _schema(self.model.classes)
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
+        start = time.time()  # wall clock: comparable across the actors and the driver
         paths, step = batch["path"].tolist(), self.batch_files
         out = pd.concat([self._predict(paths[i:i + step]) for i in range(0, len(paths), step)])
         out = batch[KEY_COLUMNS].merge(out.drop(columns=["size", "mtime_ns"], errors="ignore"), on="path")
-        return pa.Table.from_pandas(out.reindex(columns=self.schema.names), schema=self.schema,
-                                    preserve_index=False)
+        table = pa.Table.from_pandas(out.reindex(columns=self.schema.names), schema=self.schema,
+                                     preserve_index=False)
+        for name, value in zip(_TIMES, (start, time.time()), strict=True):
+            table = table.append_column(name, pa.array(np.full(table.num_rows, value)))
+        return table
 
     def _predict(self, paths: list[str]) -> pd.DataFrame:
         """Rows for ``paths`` in order; a failure outside decoding is retried file by file, then recorded."""
@@ -335,9 +350,14 @@ def _stream(ds: Any, store: PartStore, summary: TagSummary, flush_rows: int, flu
         last = time.monotonic()
 
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        # No prefetch: with it, a call's rows reach here only once the next call is done too (measured),
+        # which would leave them unsaved a call longer.
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
             summary.arrivals.append((time.monotonic() - start, batch.num_rows))
-            buffer.append(batch)
+            if batch.num_rows:
+                summary.first_call = min(summary.first_call, pc.min(batch.column(_TIMES[0])).as_py())
+                summary.last_call_end = max(summary.last_call_end, pc.max(batch.column(_TIMES[1])).as_py())
+            buffer.append(batch.drop_columns(list(_TIMES)))
             if sum(t.num_rows for t in buffer) >= flush_rows or time.monotonic() - last >= flush_s:
                 flush()
     finally:
@@ -369,6 +389,7 @@ def run_tag(library: str | os.PathLike[str], model: str, out: str | os.PathLike[
         TagError: for a bad library, model or output; KeyboardInterrupt passes through after the
             rows received so far are saved.
     """
+    started = time.time()
     out = Path(out).expanduser().resolve()
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise TagError(f"--out {out}: must end in .csv or .parquet")
@@ -384,7 +405,7 @@ def run_tag(library: str | os.PathLike[str], model: str, out: str | os.PathLike[
     model_dir = _local_copy(classifier, identity, store.folder)
     done = _done(store, listing)
     todo = listing[~listing["path"].isin(done["path"])]
-    summary = TagSummary(out, len(listing), len(done), model_s=time.perf_counter() - t0)
+    summary = TagSummary(out, len(listing), len(done), model_s=time.perf_counter() - t0, started=started)
     if len(todo):
         summary.ray_start_s = _ray_start(cpus)
         summary.workers, summary.gpu_per_worker = _resources(workers, gpu_per_worker)
@@ -408,7 +429,7 @@ def _dataset(todo: pd.DataFrame, model_dir: str, batch_files: int, summary: TagS
     # files enough (so that none idles at the end).
     per_call = max(1, min(_CALL_FILES, math.ceil(len(todo) / (3 * summary.workers))))
     blocks = min(math.ceil(len(todo) / per_call), 5000)  # bigger blocks are cut into calls by batch_size
-    ds = ray.data.from_items(todo.to_dict("records"), override_num_blocks=blocks)
+    ds: Any = ray.data.from_items(todo.to_dict("records"), override_num_blocks=blocks)
     ds = ds.map_batches(Predictor, fn_constructor_kwargs={"model_dir": model_dir, "batch_files": batch_files,
                                                           "threads": 1, "gpu": summary.gpu_per_worker > 0},
                         batch_size=per_call, batch_format="pandas", num_cpus=1,

@@ -21,15 +21,16 @@ def test_the_subcommand_is_registered() -> None:
     assert args.smoke and args.workers == "1,2" and args.repeats == 3
 
 
-def test_steady_rate_comes_from_the_rows_after_every_worker_delivered_once() -> None:
+def test_steady_rate_is_measured_in_the_actors_from_the_first_call_to_the_last() -> None:
     from genre_ray.tag import TagSummary
 
-    # 2 workers: first calls back at 5.0 and 5.2 s, then 32 rows every 0.2 s
-    s = TagSummary(Path("x"), 160, 0, predicted=160, workers=2,
-                   arrivals=[(5.0, 32), (5.2, 32), (5.4, 32), (5.6, 32), (5.8, 32)])
-    assert s.first_rows_s == 5.0 and s.steady_songs_per_s == pytest.approx(96 / 0.6)
-    m = Method("tag", 160, runs=[6.0, 7.0, 8.0], steady_runs=[150.0, 160.0, 170.0])
-    assert m.songs_per_s == pytest.approx(160 / 7.0) and m.steady == 160.0
+    # 160 rows; the run started at 100.0, the first call at 105.0, the last call ended at 107.0
+    s = TagSummary(Path("x"), 160, 0, predicted=160, workers=2, arrivals=[(5.5, 32), (5.6, 128)],
+                   started=100.0, first_call=105.0, last_call_end=107.0)
+    assert s.first_rows_s == 5.5 and s.startup_s == 5.0 and s.steady_songs_per_s == pytest.approx(80.0)
+    assert np.isnan(TagSummary(Path("x"), 0, 0).steady_songs_per_s)  # nothing predicted: no rate
+    m = Method("tag", 160, runs=[6.0, 7.0, 8.0], steady_runs=[150.0, 160.0, 170.0], startup_runs=[1, 2, 9])
+    assert m.songs_per_s == pytest.approx(160 / 7.0) and m.steady == 160.0 and m.startup_s == 2
     assert Method("loop", 100, runs=[5.0]).steady == pytest.approx(20.0)
 
 
@@ -61,12 +62,17 @@ def test_a_tiny_run_reports_both_methods_and_the_ratio(model_dir: Path, tmp_path
     text = out.read_text()
     for words in ("loop (pyfunc, one file at a time)", "tag, 1 worker", "tag, 2 workers",
                   "tag, 2 workers / loop, whole run", "tag, 2 workers / loop, steady",
-                  "tag, 2 workers / tag, 1 worker, steady (scaling)", ">= 1.8x"):
+                  "tag, 2 workers / tag, 1 worker, steady (scaling)", ">= 1.8x",
+                  "12 MP3 files, 4 s, 44.1 kHz", "ms per file, 1 torch thread", "## Stages"):
         assert words in text, words
     with out.with_suffix(".csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [r["method"] for r in rows] == ["loop (pyfunc, one file at a time)", "tag, 1 worker",
                                            "tag, 2 workers"]
-    assert all(float(r["songs_per_s"]) > 0 and int(r["songs"]) == 12 for r in rows)
+    assert list(rows[0]) == ["method", "songs", "seconds", "songs_per_s", "steady_songs_per_s", "startup_s",
+                             "over_loop", "steady_over_loop", "runs", "runs_s", "steady_runs", "loads",
+                             "note"]
+    assert all(float(r["songs_per_s"]) > 0 and float(r["steady_songs_per_s"]) > 0 and int(r["songs"]) == 12
+               for r in rows)
     assert ray_session.is_initialized()  # the caller's Ray session is left running
     assert not list((tmp_path / "cache").glob("run-*"))  # scratch removed

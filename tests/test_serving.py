@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from genre_ray import classifier as classifier_module
 from genre_ray import serving
 from genre_ray.features import FeatureSettings, compute_features
 from genre_ray.serving import ServingError, SongClassifier
@@ -171,7 +172,7 @@ def test_mixed_rows_and_a_dict_of_paths(model_dir: Path, songs: dict[str, Path])
     listed = model.predict({"path": [str(songs["low_22050"]), str(songs["high_44100"])]})
     assert list(listed["genre"]) == ["low", "high"]
     with pytest.raises(ServingError, match="neither a path nor a waveform"):
-        serving._as_frame(pd.DataFrame({"x": [1.0]}))
+        classifier_module._as_frame(pd.DataFrame({"x": [1.0]}))
 
 
 def test_the_model_carries_signature_input_example_and_settings(model_dir: Path) -> None:

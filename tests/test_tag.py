@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,35 @@ def test_a_file_is_done_only_while_its_size_and_mtime_match(tmp_path: Path) -> N
         PartStore(tmp_path / "out.csv", "models:/m/1", "sha-2", ["a", "b"])
     assert tag._done(PartStore(tmp_path / "out.csv", "models:/m/1", "sha-2", ["a", "b"], restart=True),
                      listing).empty
+
+
+def test_an_actor_predicts_from_a_model_folder_without_importing_mlflow(tmp_path: Path) -> None:
+    import torch
+
+    from genre_ray.classifier import SongClassifier
+    from genre_ray.features import FeatureSettings
+    from genre_ray.models.cnn1d import CNN1D
+    from genre_ray.train import Standardized
+
+    torch.manual_seed(0)
+    settings = FeatureSettings(kinds=("logmel",), clip_seconds=1.0, clip_overlap=0.0, n_mels=16)
+    bins = settings.shape("logmel")[0]
+    net = Standardized(CNN1D(2, settings.shape("logmel"), depth=1, width=4), np.zeros((bins, 1)),
+                       np.full((bins, 1), 20.0), probabilities=True)
+    folder = SongClassifier(net, ["a", "b"], "logmel", settings).save(tmp_path / "model")
+    song = tmp_path / "song.wav"
+    sf.write(song, np.sin(np.arange(44100) / 7).astype(np.float32) * 0.3, 22050)
+    script = f"""
+import sys, pandas as pd
+from genre_ray.tag import Predictor
+rows = pd.DataFrame({{"path": [{str(song)!r}], "size": [1], "mtime_ns": [2]}})
+table = Predictor({str(folder)!r})(rows)
+print(table.num_rows, table.column("genre")[0], "mlflow" in sys.modules, "ray" in sys.modules)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-2:] == ["False", "False"], run.stdout  # neither MLflow nor Ray was imported
+    assert run.stdout.split()[0] == "1" and run.stdout.split()[1] in ("a", "b")
 
 
 # ------------------------------------------------------------------------------------------ slow
@@ -166,6 +199,46 @@ def test_an_interrupted_run_finishes_without_redoing_finished_files(library: Pat
     state = json.loads((parts / "state.json").read_text())
     assert state["model"] == URI and len(state["model_sha256"]) == 64
     assert len(list(parts.glob("part-*"))) == 1  # compacted
+
+
+@pytest.mark.slow
+def test_a_killed_cli_run_resumes_without_redoing_the_files_it_saved(library: Path, registered: str,
+                                                                    tmp_path: Path, ray_session: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI in a subprocess, killed (SIGKILL: no clean-up at all) once its first part is saved."""
+    out = tmp_path / "predictions.csv"
+    parts = out.with_name(out.name + ".parts")
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
+           "RAY_AUTH_MODE": "disabled"}
+    cli = [sys.executable, "-m", "genre_ray.tag", str(library), "--model", URI, "--tracking-uri", registered,
+           "--out", str(out), "--workers", "1", "--flush-rows", "1"]
+    proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(parts.glob("part-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.kill()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved = pd.concat([pd.read_parquet(p) for p in sorted(parts.glob("part-*.parquet"))])
+    assert 0 < len(saved) < N_SONGS + 1 and not out.exists(), err[-2000:]  # killed before the end
+
+    redone: list[str] = []
+    real = tag._dataset
+
+    def recording(todo: pd.DataFrame, *rest: Any) -> Any:
+        redone.extend(todo["path"])
+        return real(todo, *rest)
+
+    monkeypatch.setattr(tag, "_dataset", recording)
+    table, summary = run_tag(library, URI, out, tracking_uri=registered)
+    assert summary.done_before == len(saved) and not set(redone) & set(saved["path"])
+    assert sorted([*redone, *saved["path"]]) == sorted(list_library(library)["path"])
+    again = table.set_index("path").loc[saved["path"]]  # the saved rows are in the table as they were
+    assert (again["genre"].fillna("") == saved.set_index("path")["genre"].fillna("")).all()
+    assert len(pd.read_csv(out)) == N_SONGS + 1
 
 
 @pytest.mark.slow

@@ -1,24 +1,32 @@
 """Time ``python -m genre_ray.tag`` against a sequential loop over the same songs with the same model.
 
-loop   mlflow.pyfunc.load_model(URI) once, then predict(pd.DataFrame({"path": [p]})) for one file
-       after another, with torch's default threads: what a user writes without a framework.
-       Loading the model and a first, untimed prediction are its start-up, not counted.
-tag    genre_ray.tag.run_tag on the whole folder, from an empty parts folder each run: Ray Data
-       actors (one CPU and one torch thread each) that load the model and decode, featurize and
-       classify the files; the table is written to Parquet. Timed with 1 and with 2 workers.
-       ray.init is timed once, apart, and not counted.
+loop   mlflow.pyfunc.load_model(URI), then predict(pd.DataFrame({"path": [p]})) for one file after
+       another, with torch's default threads: what a user writes without a framework. Its decoding,
+       features and network are the same code as tag's (the checkout's genre_ray; checked).
+tag    genre_ray.tag.run_tag, the function the CLI calls, on the whole folder, from an empty parts
+       folder each run: it loads the model, then Ray Data actors (one CPU and one torch thread
+       each) read, decode, featurize and classify the files; the table is written to Parquet.
+       Timed with 1 and with 2 workers. Ray is started once, before any timing (ray.init is
+       reported apart; a CLI run pays it once).
 
-Each tag run has a fixed cost that does not grow with the library: starting its actors and
-loading the model in each. Two columns show it: songs/s over the whole run (fixed cost included:
-what one run on this collection gives), and steady songs/s, the rate once running, from the
-times at which rows reached the driver: the rows that came after every worker had delivered its
-first call, over the time they took. The OS file cache is warmed before any timing; the methods
-alternate run by run, and each number is the median of the runs.
+Three figures per method. Whole run: songs over the wall time of a complete run, its start-up
+included (loop: loading the model; tag: loading the model, starting the dataset and its actors,
+each actor loading the model, merging the table at the end). Steady: the rate once running (loop:
+the songs over the predicting part; tag: measured in the actors, from the start of the first call
+to the end of the last, every worker's idle tail included). Start-up: the time before the first
+song is predicted. The OS file cache is warmed before any timing; the methods alternate run by
+run; each number is the median of the runs.
+
+Stages: one file at a time in this process, the time of each stage of a prediction with one torch
+thread and with torch's default threads. It bounds what two workers can give over the loop: the
+loop's threads speed up the torch stages (features, network) but not decoding, and two workers
+at best halve one worker's time.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import statistics
@@ -29,12 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from genre_ray.bench import command_line, load_average, machine_summary, markdown_table, write_report
+from genre_ray.bench._tag_inputs import LibrarySpec, bench_model, ensure_library, stages
+from genre_ray.data.demo import DemoSpec
 
 HELP = "songs/s of python -m genre_ray.tag (1 and 2 workers) against a sequential pyfunc loop"
 
 log = logging.getLogger("genre_ray.bench")
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = Path("results/bench_tag.md")
 CACHE = Path("results/cache/bench_tag")
 TARGET = 1.8  # tag with 2 workers over the loop, on 2 cores
@@ -42,14 +51,14 @@ TARGET = 1.8  # tag with 2 workers over the loop, on 2 cores
 
 @dataclass
 class Method:
-    """One method's timed runs over ``songs`` songs."""
+    """One method's timed runs over ``songs`` songs (seconds; steady in songs/s)."""
 
     name: str
     songs: int
     runs: list[float] = field(default_factory=list)
-    steady_runs: list[float] = field(default_factory=list)  # tag: songs/s once running, per run
-    first_runs: list[float] = field(default_factory=list)  # tag: seconds until the first rows, per run
-    startup_s: float = 0.0
+    steady_runs: list[float] = field(default_factory=list)
+    startup_runs: list[float] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)  # the 1-minute load average as each run started
     note: str = ""
 
     @property
@@ -62,90 +71,92 @@ class Method:
 
     @property
     def steady(self) -> float:
-        """Songs/s once running (the loop has no start-up within a run: its whole-run rate)."""
+        """Songs/s once running (without steady runs: the whole-run rate)."""
         return statistics.median(self.steady_runs) if self.steady_runs else self.songs_per_s
 
+    @property
+    def startup_s(self) -> float:
+        return statistics.median(self.startup_runs) if self.startup_runs else 0.0
 
-# ------------------------------------------------------------------------------------------ inputs
-
-def bench_model(cache: Path) -> tuple[str, str]:
-    """A registered model for the benchmark: a quick search of cnn.yaml, made once under ``cache``.
-
-    Returns:
-        The model URI (``models:/genre-bench-tag@champion``) and its tracking URI.
-    """
-    from genre_ray.config import SMOKE_OVERRIDES, load_config
-    from genre_ray.runner import run_search
-    from genre_ray.serving import ServingError, load
-
-    folder = (cache / "model").resolve()
-    tracking, uri = f"sqlite:///{folder / 'mlflow.db'}", "models:/genre-bench-tag@champion"
-    try:
-        load(uri, tracking)
-        return uri, tracking
-    except ServingError:
-        pass
-    # Smoke-sized training, but features as cnn.yaml has them (every clip of a song, not 3).
-    overrides = {**SMOKE_OVERRIDES, "features.max_clips_per_song": None, "task": "bench-tag",
-                 "output.results_dir": str(folder), "tracking.uri": tracking}
-    log.info("training the benchmark's model (a smoke search of cnn.yaml) into %s", folder)
-    run_search(load_config(ROOT / "search_spaces" / "cnn.yaml", overrides))  # the store's first: champion
-    return uri, tracking
 
 
 # ------------------------------------------------------------------------------------------ timing
 
-def load_loop(uri: str, tracking: str, paths: list[str]) -> tuple[Any, Method]:
-    """The loop's model, loaded and run once (its start-up), and its empty :class:`Method`."""
+def _same_code(model: Any) -> None:
+    """Refuse a loop that would run other decoding code than tag (a model's packaged copy of genre_ray)."""
+    from genre_ray import classifier
+
+    used = Path(inspect.getfile(type(model.unwrap_python_model().classifier))).resolve()
+    if used != Path(classifier.__file__).resolve():
+        raise RuntimeError(f"the loop's model runs {used}, not this checkout's {classifier.__file__}")
+
+
+def time_loop(uri: str, tracking: str, paths: list[str], method: Method) -> None:
+    """One loop run: load the pyfunc model, then one ``predict`` per file."""
     import mlflow
     import pandas as pd
-    import torch
 
     mlflow.set_tracking_uri(tracking)
+    method.loads.append(load_average())
     t0 = time.perf_counter()
     model = mlflow.pyfunc.load_model(uri)
-    model.predict(pd.DataFrame({"path": paths[:1]}))
-    note = f"torch threads {torch.get_num_threads()}; start-up = load_model + 1 prediction"
-    return model, Method("loop (pyfunc, one file at a time)", len(paths), startup_s=time.perf_counter() - t0,
-                         note=note)
-
-
-def time_loop(model: Any, paths: list[str]) -> float:
-    """Seconds of one sequential pass: one ``predict`` per file."""
-    import pandas as pd
-
-    t0 = time.perf_counter()
+    t1 = time.perf_counter()
     for path in paths:
         model.predict(pd.DataFrame({"path": [path]}))
-    return time.perf_counter() - t0
+    t2 = time.perf_counter()
+    _same_code(model)
+    method.runs.append(t2 - t0)
+    method.startup_runs.append(t1 - t0)
+    method.steady_runs.append(len(paths) / (t2 - t1))
+
+
+def time_tag(library: Path, uri: str, tracking: str, workers: int, batch_files: int, scratch: Path,
+             method: Method) -> None:
+    """One ``run_tag`` run from an empty parts folder."""
+    from genre_ray.tag import run_tag
+
+    method.loads.append(load_average())
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        t0 = time.perf_counter()
+        table, summary = run_tag(library, uri, Path(tmp) / "predictions.parquet", tracking_uri=tracking,
+                                 workers=workers, batch_files=batch_files)
+        method.runs.append(time.perf_counter() - t0)
+    method.steady_runs.append(summary.steady_songs_per_s)
+    method.startup_runs.append(summary.startup_s)
+    if table["error"].notna().any():
+        log.warning("%d files failed: %s", table["error"].notna().sum(), summary.failed)
+
+
+def _quiet(max_load: float | None) -> None:
+    """On a shared machine: wait (up to 5 minutes) until the 1-minute load average is below ``max_load``."""
+    if max_load is not None:
+        from genre_ray.bench import wait_for_quiet
+
+        wait_for_quiet(max_load, timeout_s=300)
 
 
 def time_all(library: Path, uri: str, tracking: str, workers: list[int], repeats: int, batch_files: int,
-             scratch: Path) -> tuple[Method, dict[int, Method]]:
+             scratch: Path, max_load: float | None = None) -> tuple[Method, dict[int, Method]]:
     """The loop and ``run_tag`` per worker count, alternating, so that a busy spell on the machine
-    hits every method alike."""
-    from genre_ray.tag import list_library, run_tag
+    hits every method alike; with ``max_load``, each run waits for a quiet machine first."""
+    import torch
+
+    from genre_ray.tag import list_library
 
     paths = list_library(library)["path"].tolist()
-    model, loop = load_loop(uri, tracking, paths)
-    out = {w: Method(f"tag, {w} worker{'s' if w > 1 else ''}", len(paths)) for w in workers}
+    loop = Method("loop (pyfunc, one file at a time)", len(paths),
+                  note=f"torch threads {torch.get_num_threads()}; start-up = mlflow.pyfunc.load_model")
+    tags = {w: Method(f"tag, {w} worker{'s' if w > 1 else ''}", len(paths),
+                      note=f"{batch_files} files per forward pass; start-up = until the first actor call "
+                      "starts (model, dataset, actors start and load the model)") for w in workers}
     for _ in range(repeats):
-        loop.runs.append(time_loop(model, paths))
+        _quiet(max_load)
+        time_loop(uri, tracking, paths, loop)
         for w in workers:
-            with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-                t0 = time.perf_counter()
-                table, summary = run_tag(library, uri, Path(tmp) / "predictions.parquet",
-                                         tracking_uri=tracking, workers=w, batch_files=batch_files)
-                out[w].runs.append(time.perf_counter() - t0)
-            out[w].steady_runs.append(summary.steady_songs_per_s)
-            out[w].first_runs.append(summary.first_rows_s)
-            if table["error"].notna().any():
-                log.warning("%d files failed: %s", table["error"].notna().sum(), summary.failed)
-    for m in out.values():
-        m.startup_s = statistics.median(m.first_runs)
-        m.note = (f"{batch_files} files per forward pass; start-up = seconds until the first rows came back "
-                  "(actors start, load the model, first call)")
-    return loop, out
+            _quiet(max_load)
+            time_tag(library, uri, tracking, w, batch_files, scratch, tags[w])
+    return loop, tags
+
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -159,15 +170,17 @@ def _rows(loop: Method, tags: dict[int, Method]) -> list[dict[str, Any]]:
                      "over_loop": round(m.songs_per_s / loop.songs_per_s, 3),
                      "steady_over_loop": round(m.steady / loop.steady, 3), "runs": len(m.runs),
                      "runs_s": " ".join(f"{x:.2f}" for x in m.runs),
-                     "steady_runs": " ".join(f"{x:.0f}" for x in m.steady_runs), "note": m.note})
+                     "steady_runs": " ".join(f"{x:.1f}" for x in m.steady_runs),
+                     "loads": " ".join(f"{x:.1f}" for x in m.loads), "note": m.note})
     return rows
 
 
-def _targets(loop: Method, tags: dict[int, Method]) -> list[dict[str, Any]]:
+def _targets(loop: Method, tags: dict[int, Method], ray_s: float) -> list[dict[str, Any]]:
     top, one = tags[max(tags)], tags[min(tags)]
+    cli = top.songs / (top.seconds + ray_s)
     out = []
-    pairs = (("whole run", top.songs_per_s, loop.songs_per_s), ("steady", top.steady, loop.steady))
-    for label, a, b in pairs:
+    for label, a, b in (("whole run", top.songs_per_s, loop.songs_per_s), ("steady", top.steady, loop.steady),
+                        ("whole run with ray.init (a CLI run)", cli, loop.songs_per_s)):
         out.append({"ratio": f"{top.name} / loop, {label}", "value": f"{a / b:.2f}x",
                     "target": f">= {TARGET}x", "met": "yes" if a / b >= TARGET else "no"})
     if len(tags) > 1:
@@ -178,20 +191,48 @@ def _targets(loop: Method, tags: dict[int, Method]) -> list[dict[str, Any]]:
     return out
 
 
-def report(loop: Method, tags: dict[int, Method], info: dict[str, str], out: Path, command: str
-           ) -> tuple[Path, Path]:
+def _spread_warning(methods: list[Method]) -> str:
+    """A warning when a method's runs differ by more than 30%: the machine was busy, the ratios unsure."""
+    spread = {m.name: max(m.runs) / min(m.runs) for m in methods if m.runs and min(m.runs) > 0}
+    wide = {k: v for k, v in spread.items() if v > 1.3}
+    if not wide:
+        return ""
+    which = ", ".join(f"{k} ({v:.1f}x)" for k, v in wide.items())
+    return (f"\n\n**Unreliable**: the slowest run over the fastest is above 1.3 for {which}. Other processes "
+            "were using the cores, and they slow the methods unequally; run again on a quiet machine "
+            "(`--wait-load`).")
+
+
+def _stage_section(one: dict[str, float], default: dict[str, float], threads: int, files: int) -> str:
+    rows = [{"stage": k, "one": round(one[k], 1), "default": round(default[k], 1)} for k in one]
+    rows.append({"stage": "total", "one": round(sum(one.values()), 1),
+                 "default": round(sum(default.values()), 1)})
+    table = markdown_table(rows, {"stage": "stage", "one": "ms per file, 1 torch thread",
+                                  "default": f"ms per file, {threads} torch threads (the loop's)"})
+    ceiling = sum(default.values()) / (sum(one.values()) / 2)
+    return (f"{table}\n\nMeasured on the first {files} files, one at a time, in this process, after the "
+            f"timed runs. Two workers of one thread each, with no overhead at all, would reach about "
+            f"{ceiling:.2f}x the loop: the loop's ms per file over half of one thread's (the loop also pays "
+            "the pyfunc's own cost per call, and tag pays Ray's).")
+
+
+def report(loop: Method, tags: dict[int, Method], info: dict[str, str], stage_text: str, ray_s: float,
+           out: Path, command: str) -> tuple[Path, Path]:
     """Write the Markdown report and its CSV; returns both paths."""
     rows = _rows(loop, tags)
     columns = {"method": "method", "songs": "songs", "seconds": "seconds (median)",
                "songs_per_s": "songs/s, whole run", "steady_songs_per_s": "songs/s, steady",
-               "startup_s": "start-up s (in whole run, not in steady)", "over_loop": "÷ loop, whole run",
+               "startup_s": "start-up s", "over_loop": "÷ loop, whole run",
                "steady_over_loop": "÷ loop, steady", "runs_s": "runs (s)",
-               "steady_runs": "steady songs/s per run"}
-    header = {**machine_summary(("ray", "torch", "mlflow", "librosa")), **info, "command": f"`{command}`"}
+               "steady_runs": "steady songs/s per run", "loads": "load as each run started"}
+    header = {**machine_summary(("ray", "torch", "mlflow", "librosa", "soundfile")), **info,
+              "command": f"`{command}`"}
     notes = "\n".join(f"- {m.name}: {m.note}" for m in [loop, *tags.values()])
     target_columns = {"ratio": "ratio of songs/s", "value": "measured", "target": "target", "met": "met"}
     sections = [("Throughput", markdown_table(rows, columns) + "\n\n" + notes),
-                ("Targets", markdown_table(_targets(loop, tags), target_columns)),
+                ("Targets", markdown_table(_targets(loop, tags, ray_s), target_columns) + _spread_warning(
+                    [loop, *tags.values()])),
+                ("Stages", stage_text),
                 ("Methods", "```\n" + (__doc__ or "").strip() + "\n```")]
     return write_report(out, "Tagging benchmark", header, sections, rows)
 
@@ -200,8 +241,12 @@ def report(loop: Method, tags: dict[int, Method], info: dict[str, str], out: Pat
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``python -m genre_ray.bench tag``."""
-    p.add_argument("--data", metavar="DIR", help="a music folder (any layout); default: 416 demo songs of "
-                   "10 s, generated once into CACHE_DIR/demo")
+    p.add_argument("--data", metavar="DIR", help="a music folder (any layout); default: --library")
+    p.add_argument("--library", choices=("mp3", "demo"), default="mp3", help="the generated library: mp3 "
+                   "(default: --files MP3 files of 30 s, 44.1 kHz stereo, as real libraries are) or demo "
+                   "(416 demo songs of 10 s, 22.05 kHz mono WAV); made once into CACHE_DIR, not timed")
+    p.add_argument("--files", type=int, default=LibrarySpec.files, metavar="N", help="files of the mp3 "
+                   f"library (default: {LibrarySpec.files})")
     p.add_argument("--model", metavar="URI", help="the model (models:/..., runs:/... or a folder); default: "
                    "a smoke search of cnn.yaml, trained once into CACHE_DIR/model")
     p.add_argument("--tracking-uri", metavar="URI", help="the MLflow store of --model")
@@ -209,34 +254,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "compared with the loop, and with the smallest for scaling (default: 1,2)")
     p.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs of each, alternating; "
                    "medians (default: 3)")
-    p.add_argument("--batch-files", type=int, default=4, metavar="N", help="tag's files per actor call "
+    p.add_argument("--batch-files", type=int, default=4, metavar="N", help="tag's files per forward pass "
                    "(default: 4)")
     p.add_argument("--songs", type=int, metavar="N", help="use only the first N songs (default: all)")
     p.add_argument("--out", default=str(DEFAULT_OUT), metavar="PATH", help="the Markdown report; a CSV "
                    f"beside it (default: {DEFAULT_OUT})")
-    p.add_argument("--cache-dir", default=str(CACHE), metavar="DIR", help="where the demo songs, the model "
+    p.add_argument("--cache-dir", default=str(CACHE), metavar="DIR", help="where the library, the model "
                    f"and each run's scratch files go (default: {CACHE})")
-    p.add_argument("--smoke", action="store_true", help="tiny: 12 demo songs of 4 s, 1 repeat (for tests)")
+    p.add_argument("--smoke", action="store_true", help="tiny: 12 MP3 files of 4 s, 1 repeat (for tests)")
 
 
-def _inputs(args: argparse.Namespace, cache: Path) -> tuple[Path, str, str]:
-    from genre_ray.data.demo import DemoSpec, ensure_demo_collection
+def _inputs(args: argparse.Namespace, cache: Path) -> tuple[Path, str, str, str]:
+    """The library, its description, the model URI and its tracking URI."""
+    from genre_ray.data.demo import ensure_demo_collection
 
     if args.data:
-        library = Path(args.data)
+        library, what = Path(args.data), "a given folder"
+    elif args.library == "demo":
+        spec = DemoSpec(genres=8, songs_per_genre=52, seconds=10.0)
+        library, what = ensure_demo_collection(cache / "demo", spec), "the demo: 10 s, 22.05 kHz mono WAV"
     else:
-        spec = DemoSpec(3, 4, 4.0) if args.smoke else DemoSpec(genres=8, songs_per_genre=52, seconds=10.0)
-        library = ensure_demo_collection(cache / ("demo_smoke" if args.smoke else "demo"), spec)
+        spec_mp3 = LibrarySpec(12, 3, DemoSpec(seconds=4.0, sample_rate=44100)) if args.smoke else \
+            LibrarySpec(files=args.files)
+        library = ensure_library(cache / f"mp3-{spec_mp3.files}-{spec_mp3.song.seconds:g}s", spec_mp3)
+        what = spec_mp3.describe()
     if args.model:
         from genre_ray.tracking import default_tracking_uri
 
-        return library, args.model, args.tracking_uri or default_tracking_uri("results")
-    return (library, *bench_model(cache))
+        return library, what, args.model, args.tracking_uri or default_tracking_uri("results")
+    return (library, what, *bench_model(cache))
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed arguments, print the report, return the exit status."""
     import ray
+    import torch
 
     from genre_ray.tag import _ray_start, list_library
 
@@ -251,11 +303,11 @@ def run_cli(args: argparse.Namespace) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     try:
         ray_s = _ray_start(max(workers))  # first: a model trained here runs its search in this Ray
-        source, uri, tracking = _inputs(args, cache)
+        source, what, uri, tracking = _inputs(args, cache)
         paths = list_library(source)["path"].tolist()[: args.songs]
-        load = load_average()
         for path in paths:  # the OS file cache is warm for every method alike
             Path(path).read_bytes()
+        load = load_average()
         with tempfile.TemporaryDirectory(dir=cache, prefix="run-") as scratch:
             library = source
             if args.songs:  # a library of the first N songs: links to the same files
@@ -263,15 +315,26 @@ def run_cli(args: argparse.Namespace) -> int:
                 library.mkdir()
                 for i, path in enumerate(paths):
                     (library / f"{i:05d}-{Path(path).name}").symlink_to(path)
-            loop, tags = time_all(library, uri, tracking, workers, repeats, args.batch_files, Path(scratch))
+            loop, tags = time_all(library, uri, tracking, workers, repeats, args.batch_files, Path(scratch),
+                                  getattr(args, "wait_load", None))
             cores = int(ray.cluster_resources().get("CPU", 0))
+        sample = paths[: min(len(paths), 8 if args.smoke else 64)]
+        threads = torch.get_num_threads()
+        _quiet(getattr(args, "wait_load", None))
+        stage_text = _stage_section(stages(uri, tracking, sample, 1), stages(uri, tracking, sample, threads),
+                                    threads, len(sample))
+        load_after = load_average()
     finally:
         if started and ray.is_initialized():
             ray.shutdown()
-    info = {"load": f"{load:.2f} before the run (1-min load average; other processes slow every method)",
-            "collection": f"{source.resolve()} ({len(paths)} songs)", "model": f"{uri} ({tracking})",
-            "Ray": f"{cores} CPUs; ray.init {ray_s:.2f} s, not counted"}
-    md, path_csv = report(loop, tags, info, Path(args.out), command_line(getattr(args, "argv", None)))
+    waited = (f"; every run waited (up to 5 min) for a load below {args.wait_load:g}, and the table gives "
+              "the load as each began" if getattr(args, "wait_load", None) is not None else "")
+    info = {"load": f"{load:.2f} before the timed runs, {load_after:.2f} after (1-minute load average, on a "
+            f"machine shared with other processes, which slow the methods unequally){waited}",
+            "library": f"{source.resolve()}: {len(paths)} songs; {what}",
+            "model": f"{uri} ({tracking})", "Ray": f"{cores} CPUs; ray.init {ray_s:.2f} s, once, apart"}
+    md, path_csv = report(loop, tags, info, stage_text, ray_s, Path(args.out),
+                          command_line(getattr(args, "argv", None)))
     print(md.read_text())
     print(f"wrote {md} and {path_csv}")
     return 0
