@@ -349,10 +349,11 @@ def _stream(ds: Any, store: PartStore, summary: TagSummary, flush_rows: int, flu
             summary.predicted += table.num_rows
         last = time.monotonic()
 
+    # No prefetch: with it, a call's rows reach here only once the next call is done too (measured),
+    # which would leave them unsaved a call longer.
+    batches = ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
     try:
-        # No prefetch: with it, a call's rows reach here only once the next call is done too (measured),
-        # which would leave them unsaved a call longer.
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        for batch in batches:
             summary.arrivals.append((time.monotonic() - start, batch.num_rows))
             if batch.num_rows:
                 summary.first_call = min(summary.first_call, pc.min(batch.column(_TIMES[0])).as_py())
@@ -361,6 +362,11 @@ def _stream(ds: Any, store: PartStore, summary: TagSummary, flush_rows: int, flu
             if sum(t.num_rows for t in buffer) >= flush_rows or time.monotonic() - last >= flush_s:
                 flush()
     finally:
+        # Close the iteration now, not when a traceback holding it is freed: that stops Ray Data's
+        # executor and releases the actors' CPUs (else, after Ctrl-C in a notebook, the next run waits).
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
         flush()
 
 
