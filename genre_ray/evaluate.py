@@ -11,8 +11,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
-                             f1_score, log_loss, roc_auc_score)
+
+# scikit-learn is imported where a metric is computed, not here: a saved network unpickles by
+# importing genre_ray.train, which imports this module, and the tagging actors would pay about 2 s
+# per process for metrics they never compute.
 
 __all__ = ["classification_scores", "confusion_png", "majority_baseline", "per_class_report", "save_figure",
            "song_level"]
@@ -68,6 +70,8 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, prefix: str = "
     labels = list(range(n_classes))
     import warnings
 
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss, roc_auc_score
+
     with warnings.catch_warnings():  # a class absent from a tiny validation split is expected
         warnings.simplefilter("ignore", UserWarning)
         bacc = float(balanced_accuracy_score(y_true, pred))
@@ -92,6 +96,8 @@ def majority_baseline(y_train: np.ndarray, y_test: np.ndarray, n_classes: int) -
 
 def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
     """Precision, recall, F1 and support per class (scikit-learn's report as a table)."""
+    from sklearn.metrics import classification_report
+
     report = classification_report(y_true, y_pred, labels=list(range(len(classes))),
                                    target_names=list(classes), output_dict=True, zero_division=0)
     return pd.DataFrame(report).T
@@ -104,7 +110,7 @@ def confusion_png(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
+    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
     cm = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
     size = max(5.0, 0.6 * len(classes) + 2)
