@@ -34,6 +34,46 @@ def test_steady_rate_is_measured_in_the_actors_from_the_first_call_to_the_last()
     assert Method("loop", 100, runs=[5.0]).steady == pytest.approx(20.0)
 
 
+def test_a_run_slowed_by_the_host_is_done_again_and_the_last_try_is_kept(monkeypatch: pytest.MonkeyPatch
+                                                                           ) -> None:
+    from genre_ray.bench import tag as bench_tag
+    from genre_ray.bench.tag import Run, _timed
+
+    monkeypatch.setattr(bench_tag, "_quiet", lambda max_load: None)
+
+    def runs(*steals: float) -> Any:
+        it = iter(steals)
+        return lambda: Run(seconds=10.0, steady=5.0, startup=1.0, load=0.1, steal=next(it))
+
+    m = Method("loop", 10)
+    _timed(m, runs(0.12, 0.05, 0.001), None, 0.02)  # two noisy tries dropped, the quiet one kept
+    assert m.steals == [0.001] and m.discarded == [0.12, 0.05] and m.runs == [10.0]
+    _timed(m, runs(0.3, 0.3, 0.3), None, 0.02)  # never quiet: the third try is kept, and shown
+    assert m.steals == [0.001, 0.3] and len(m.discarded) == 4
+    _timed(m, runs(0.3), None, None)  # no limit: the first run is kept
+    assert m.steals[-1] == 0.3 and len(m.runs) == 3
+    _timed(m, runs(float("nan")), None, 0.02)  # no /proc/stat: NaN steal is not above the limit
+    assert len(m.runs) == 4 and len(m.discarded) == 4
+
+
+def test_the_steal_meter_reads_the_host_share_from_proc_stat(monkeypatch: pytest.MonkeyPatch) -> None:
+    import genre_ray.bench as bench
+
+    ticks = iter([(100, 1000), (130, 1300)])  # 30 of 300 ticks stolen during the block
+    monkeypatch.setattr(bench, "_cpu_ticks", lambda: next(ticks))
+    with bench.StealMeter() as meter:
+        pass
+    assert meter.fraction == pytest.approx(0.1)
+    monkeypatch.setattr(bench, "_cpu_ticks", lambda: None)  # no /proc/stat (not Linux)
+    with bench.StealMeter() as meter:
+        pass
+    assert np.isnan(meter.fraction)
+    monkeypatch.undo()
+    with bench.StealMeter() as meter:  # the real /proc/stat here: a share, or NaN off Linux
+        sum(range(10**6))
+    assert np.isnan(meter.fraction) or 0.0 <= meter.fraction <= 1.0
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small untrained classifier saved as a pyfunc folder: throughput does not need a good model."""
@@ -71,7 +111,7 @@ def test_a_tiny_run_reports_both_methods_and_the_ratio(model_dir: Path, tmp_path
                                            "tag, 2 workers"]
     assert list(rows[0]) == ["method", "songs", "seconds", "songs_per_s", "steady_songs_per_s", "startup_s",
                              "over_loop", "steady_over_loop", "runs", "runs_s", "steady_runs", "loads",
-                             "note"]
+                             "steals", "discarded", "note"]
     assert all(float(r["songs_per_s"]) > 0 and float(r["steady_songs_per_s"]) > 0 and int(r["songs"]) == 12
                for r in rows)
     assert ray_session.is_initialized()  # the caller's Ray session is left running

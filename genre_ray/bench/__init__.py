@@ -112,6 +112,45 @@ def wait_for_quiet(max_load: float, timeout_s: float = 900.0, poll_s: float = 5.
     return load_average()
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(steal, all) CPU ticks since boot from ``/proc/stat`` (Linux); None elsewhere."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7], sum(fields)) if len(fields) == 8 else None
+
+
+class StealMeter:
+    """The share of CPU time the hypervisor took from this virtual machine while a block ran.
+
+    On a shared cloud host, a neighbour's load shows up as *steal* in ``/proc/stat``: the guest's
+    load average stays low while every timing slows down, and not every method alike. A run with
+    steal above a few percent is not comparable with one without. ``fraction`` is NaN where the OS
+    does not report steal.
+
+    Example:
+        >>> with StealMeter() as meter:
+        ...     work()
+        >>> meter.fraction
+        0.004
+    """
+
+    def __init__(self) -> None:
+        self.fraction = float("nan")
+        self._start: tuple[int, int] | None = None
+
+    def __enter__(self) -> StealMeter:
+        self._start = _cpu_ticks()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = _cpu_ticks()
+        if self._start is not None and end is not None and end[1] > self._start[1]:
+            self.fraction = (end[0] - self._start[0]) / (end[1] - self._start[1])
+
+
 def machine_summary(packages: Sequence[str] = ("ray", "torch", "librosa", "pyarrow")) -> dict[str, str]:
     """What a reader needs to judge timings: CPU, cores, memory, OS, date, versions."""
     mem = _memory_gib()
