@@ -216,16 +216,20 @@ def test_a_killed_cli_run_resumes_without_redoing_the_files_it_saved(library: Pa
            "RAY_AUTH_MODE": "disabled"}
     cli = [sys.executable, "-m", "genre_ray.tag", str(library), "--model", URI, "--tracking-uri", registered,
            "--out", str(out), "--workers", "1", "--flush-rows", "1"]
-    proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not list(parts.glob("part-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.kill()
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe nobody reads would block the CLI
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 300
+            while (not list(parts.glob("part-*.parquet")) and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.02)
             proc.kill()
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    err = log.read_text(errors="replace")
     found = sorted(parts.glob("part-*.parquet"))
     assert found, f"no part saved (exit {proc.returncode}): {err[-3000:]}"
     saved = pd.concat([pd.read_parquet(p) for p in found])
