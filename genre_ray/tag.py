@@ -351,7 +351,8 @@ def _stream(ds: Any, store: PartStore, summary: TagSummary, flush_rows: int, flu
 
     # No prefetch: with it, a call's rows reach here only once the next call is done too (measured),
     # which would leave them unsaved a call longer.
-    batches = ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
+    # iter(): Ray Data returns an iterable; its iterator is the generator that close() stops.
+    batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
     try:
         for batch in batches:
             summary.arrivals.append((time.monotonic() - start, batch.num_rows))

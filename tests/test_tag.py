@@ -159,20 +159,32 @@ def test_tag_writes_a_complete_table(predicted: tuple[pd.DataFrame, Any, Path], 
 
 
 class _StopAfter:
-    """A dataset whose iteration is interrupted (as by Ctrl-C) after ``n`` batches."""
+    """A dataset whose iteration is interrupted (as by Ctrl-C during ``next``) after ``n`` batches."""
 
     def __init__(self, ds: Any, n: int) -> None:
         self.ds, self.n = ds, n
 
     def iter_batches(self, **kwargs: Any) -> Any:
-        inner = self.ds.iter_batches(**kwargs)
-        try:
-            for i, batch in enumerate(inner):
-                if i == self.n:
-                    raise KeyboardInterrupt
-                yield batch
-        finally:
-            inner.close()  # as a for loop over the dataset itself would: the executor stops now
+        return _Interrupting(iter(self.ds.iter_batches(**kwargs)), self.n)
+
+
+class _Interrupting:
+    """Ray Data's batch iterator, with a KeyboardInterrupt at batch ``n``; ``close`` is the real one."""
+
+    def __init__(self, inner: Any, n: int) -> None:
+        self.inner, self.n, self.i = inner, n, 0
+
+    def __iter__(self) -> _Interrupting:
+        return self
+
+    def __next__(self) -> Any:
+        if self.i == self.n:
+            raise KeyboardInterrupt
+        self.i += 1
+        return next(self.inner)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 @pytest.mark.slow
