@@ -365,9 +365,7 @@ def _stream(ds: Any, store: PartStore, summary: TagSummary, flush_rows: int, flu
     finally:
         # Close the iteration now, not when a traceback holding it is freed: that stops Ray Data's
         # executor and releases the actors' CPUs (else, after Ctrl-C in a notebook, the next run waits).
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
+        batches.close()
         flush()
 
 
