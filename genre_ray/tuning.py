@@ -157,7 +157,7 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
                                   time_budget_s=s["time_budget_s"], reuse_actors=True)
     if tracker is not None:
         TRACKERS[run_name] = tracker
-    from genre_ray.trial_runs import TrialRuns
+    from genre_ray.trial_runs import StaleCheckpoints, TrialRuns
 
     fs, where = _storage(storage)
     run_config = tune.RunConfig(
@@ -169,7 +169,9 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
                                                 checkpoint_score_order=cfg.mode),
         # A trial lost with its node (or its worker) is retried from its last checkpoint.
         failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_FAILURES),
-        callbacks=[TrialRuns(run_name, cfg)] if tracker is not None else [], stop=stop, verbose=0)
+        # Stale checkpoints first: a restored trial must name a checkpoint that exists before it starts.
+        callbacks=[StaleCheckpoints(), *([TrialRuns(run_name, cfg)] if tracker is not None else [])],
+        stop=stop, verbose=0)
     return tune.Tuner(_trainable(cfg, data, groups), tune_config=tune_config, run_config=run_config)
 
 
