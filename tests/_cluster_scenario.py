@@ -5,8 +5,8 @@ session's local Ray): ``python tests/_cluster_scenario.py WORKDIR``. It prints o
 
 Nodes: a head with no CPUs (the driver and the object store only), and two workers with one CPU
 each, so two trials run at once, one on each worker. The collection is featurized first (on the
-workers); then the search starts, and once both running trials have saved a checkpoint, worker 1 is killed
-without warning; the other worker carries on alone.
+workers); then the search starts, and once a trial on worker 1 has saved a checkpoint (with several
+epochs still to go), worker 1 is killed without warning; the other worker carries on alone.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _spaces import tiny_space  # noqa: E402
 
+#: Epochs per trial: enough that a trial is still running when the kill lands on its node.
+EPOCHS = 20
+
+
 def main(work: Path) -> dict:
     import ray
     from ray.cluster_utils import Cluster
@@ -38,8 +42,8 @@ def main(work: Path) -> dict:
     ray.init(address=cluster.address, logging_level=logging.WARNING)
     cluster.wait_for_nodes()
     space = work / "space.yaml"
-    space.write_text(yaml.safe_dump(tiny_space("nodes", "nodes", str(work / "demo"), epochs=8, num_samples=4,
-                                                batch_size=16)))
+    space.write_text(yaml.safe_dump(tiny_space("nodes", "nodes", str(work / "demo"), epochs=EPOCHS,
+                                                num_samples=4, batch_size=16)))
     cfg = load_config(space, {"output.results_dir": str(work / "results"),
                               "tracking.uri": f"sqlite:///{work / 'mlflow.db'}"})
     _, _, table, _ = load_collection(cfg, work / "results")  # featurized once, before the search
@@ -47,17 +51,36 @@ def main(work: Path) -> dict:
 
     killed: dict = {}
 
+    def running_on(node_id: str) -> str | None:
+        """A trial running on ``node_id`` with a checkpoint saved and many epochs still to go."""
+        import pandas as pd
+
+        for progress in glob.glob(str(work / "results" / "ray" / "*" / "*" / "progress.csv")):
+            trial_dir = Path(progress).parent
+            try:
+                last = pd.read_csv(progress).iloc[-1]
+            except Exception:  # noqa: BLE001 - being written, or still empty
+                continue
+            under_way = 1 <= int(last.get("epoch", 0)) <= EPOCHS - 8
+            if (last.get("node_id") == node_id and not bool(last.get("done", False)) and under_way
+                    and list(trial_dir.glob("checkpoint_*"))):
+                return trial_dir.name
+        return None
+
     def kill_a_worker() -> None:
+        # The worker is killed while one of its trials is well under way: past its first saved
+        # epoch, with several still to run, so the kill cannot miss it (however fast this machine
+        # trains) and the retry has a checkpoint to resume from. A trial whose actor is still being
+        # placed on the node (PENDING) when it dies is failed, not retried, by Tune.
         deadline = time.time() + 600
-        while time.time() < deadline:
-            trials = {Path(c).parent for c in glob.glob(str(work / "results" / "ray" / "*" / "*" / "checkpoint_*"))}
-            if len(trials) >= 2:  # both running trials have saved an epoch: both are well under way
-                break
-            time.sleep(0.2)
-        # Mid-epoch, and far from a trial's start: Tune retries a trial whose node dies while it
-        # runs, but fails one whose actor was still being placed there (PENDING) when it died.
-        time.sleep(0.3)
-        killed["node_id"] = workers[0].node_id
+        victim = workers[0].node_id
+        trial = None
+        while trial is None and time.time() < deadline:
+            trial = running_on(victim)
+            if trial is None:
+                time.sleep(0.05)
+        killed["trial"] = trial
+        killed["node_id"] = victim
         killed["at"] = time.time()
         cluster.remove_node(workers[0], allow_graceful=False)  # the other worker carries on alone
 
@@ -67,7 +90,7 @@ def main(work: Path) -> dict:
     thread.join(timeout=60)
 
     board = summary["leaderboard"]
-    out = {"featurized": featurized, "cache": summary["cache"], "killed": killed,
+    out = {"planned_epochs": EPOCHS, "featurized": featurized, "cache": summary["cache"], "killed": killed,
            "trials": len(board), "stopped": board["stopped"].tolist(), "epochs": board["epochs"].tolist(),
            "out_dir": summary["out_dir"], "experiment": summary["disk"]["experiment"],
            "checkpoints": summary["disk"]["checkpoints"]}

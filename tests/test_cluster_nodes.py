@@ -38,9 +38,10 @@ def test_trials_spread_over_both_worker_nodes(scenario: dict) -> None:
 
 @pytest.mark.slow
 def test_a_lost_node_s_trials_resume_from_their_checkpoint_and_all_complete(scenario: dict) -> None:
-    assert scenario["killed"], "the worker was never killed: no checkpoint appeared"
+    assert scenario["killed"].get("trial"), "the worker was killed with no trial caught running on it"
     assert scenario["trials"] == 4
-    assert scenario["stopped"] == ["completed"] * 4 and scenario["epochs"] == [8] * 4
+    assert scenario["stopped"] == ["completed"] * 4
+    assert scenario["epochs"] == [scenario["planned_epochs"]] * 4
     # At least one trial was cut off on the killed node and carried on from a saved epoch, not from 0.
     assert scenario["restored_from_epochs"], scenario["log"][-3000:]
     assert "retrying it from its last checkpoint" in scenario["log"]
