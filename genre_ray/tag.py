@@ -312,8 +312,9 @@ def _ray_start(cpus: int | None) -> float:
 
     t0 = time.perf_counter()
     if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         address = os.environ.get("RAY_ADDRESS")
+        if not address:  # a private local Ray needs no token; a cluster's own auth mode is kept
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -224,8 +224,9 @@ def test_a_killed_cli_run_resumes_without_redoing_the_files_it_saved(library: Pa
     """The CLI in a subprocess, killed (SIGKILL: no clean-up at all) once its first part is saved."""
     out = tmp_path / "predictions.csv"
     parts = out.with_name(out.name + ".parts")
-    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
-           "RAY_AUTH_MODE": "disabled"}
+    # The session's Ray auth mode (and token) as they are: Ray turns token auth on for a local
+    # cluster unless RAY_AUTH_MODE says otherwise, and a CLI that set its own could not connect.
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     cli = [sys.executable, "-m", "genre_ray.tag", str(library), "--model", URI, "--tracking-uri", registered,
            "--out", str(out), "--workers", "1", "--flush-rows", "1"]
     log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe nobody reads would block the CLI
