@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from genre_ray.data.audio import AudioError, clip_bounds, cut_clips, decode_clips
+from genre_ray.data.audio import AudioError, clip_bounds, cut_clips, decode_clips, resample
 from genre_ray.features import FeatureSettings
 
 __all__ = ["NON_AUDIO_KINDS", "ServingError", "SongClassifier"]
@@ -125,8 +125,6 @@ class SongClassifier:
         Raises:
             ValueError: for an empty waveform, non-finite samples or a non-positive rate.
         """
-        import librosa
-
         s = self._audio_settings()
         x = np.asarray(wave, dtype=np.float32)
         if x.ndim == 2:  # channels are the short axis
@@ -137,9 +135,8 @@ class SongClassifier:
             raise ValueError("waveform has NaN or infinite samples")
         if int(sample_rate) <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        if int(sample_rate) != s.sample_rate:  # the resampler the decoder uses
-            x = librosa.resample(x, orig_sr=int(sample_rate), target_sr=s.sample_rate, res_type="soxr_hq")
-        clips = cut_clips(np.ascontiguousarray(x, dtype=np.float32), s.clip_samples, s.clip_overlap)
+        x = resample(x, int(sample_rate), s.sample_rate)  # the decoder's resampler
+        clips = cut_clips(x, s.clip_samples, s.clip_overlap)
         idx = _spread(len(clips), s.max_clips_per_song)
         return clips[idx], idx * self._hop_seconds()
 

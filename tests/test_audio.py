@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 import soundfile as sf
 from conftest import write_tone
 
-from genre_ray.data.audio import AudioError, clip_bounds, cut_clips, decode, n_clips
+from genre_ray.data.audio import AudioError, clip_bounds, cut_clips, decode, n_clips, resample
 
 
 def test_stereo_is_mixed_to_mono_and_resampled(tmp_path: Path) -> None:
@@ -107,3 +109,27 @@ def test_decode_clips_matches_whole_decode_when_all_clips_are_used(tmp_path: Pat
     # equal but for the resampler's edge at the end of each separately read stretch
     assert np.allclose(spread[0, :20000], every[0, :20000], atol=5e-3)
     assert np.allclose(spread[-1, :20000], every[-1, :20000], atol=5e-3)
+
+
+@pytest.mark.parametrize("sr", [8000, 11025, 16000, 32000, 44100, 48000, 96000])
+def test_resample_gives_librosa_s_soxr_hq_samples(sr: int) -> None:
+    import librosa
+
+    rng = np.random.default_rng(sr)
+    for n in (sr // 2 + 1, 3 * sr + 7):
+        x = (0.3 * rng.standard_normal(n)).astype(np.float32)
+        ours = resample(x, sr, 22050)
+        theirs = librosa.resample(x, orig_sr=sr, target_sr=22050, res_type="soxr_hq")
+        assert ours.dtype == np.float32 and ours.flags.c_contiguous
+        assert ours.shape == theirs.shape and np.array_equal(ours, theirs)
+
+
+def test_decoding_does_not_import_librosa_s_audio_module(tmp_path: Path) -> None:
+    """That import (with scipy.signal) costs seconds in each fresh process: each tag actor, each predict."""
+    path = write_tone(tmp_path / "a.wav", seconds=2.0, sr=44100, channels=2)
+    code = ("import sys; from genre_ray.data.audio import decode; "
+            f"w = decode({str(path)!r}, 22050); assert len(w) == 44100, len(w); "
+            "print(sorted(m for m in sys.modules if m in ('librosa.core.audio', 'scipy.signal')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

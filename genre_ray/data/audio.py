@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
-import librosa
 import numpy as np
 import soundfile as sf
+import soxr
 
 from genre_ray import storage
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioError", "clip_bounds", "cut_clips", "decode", "decode_clips",
-           "open_audio"]
+           "open_audio", "resample"]
 
 #: Extensions read as audio, matched case-insensitively.
 AUDIO_EXTENSIONS = (".wav", ".au", ".aiff", ".aif", ".flac", ".ogg", ".opus", ".mp3")
@@ -100,7 +100,7 @@ def _decode(path: str, src: str | IO[bytes], sample_rate: int) -> np.ndarray:
         raise AudioError(path, "too_short", f"is only {wave.shape[0] / sr:.2f} s long "
                          f"(at least {_MIN_SECONDS} s is needed)")
     _refuse_silence(path, wave)
-    return _resample(wave, sr, sample_rate)
+    return resample(wave, sr, sample_rate)
 
 
 def _undecodable(path: str, exc: BaseException) -> AudioError:
@@ -126,9 +126,16 @@ def _refuse_silence(path: str, wave: np.ndarray) -> None:
         raise AudioError(path, "silent", "is silent; remove it or check the export")
 
 
-def _resample(wave: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+def resample(wave: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+    """Mono ``wave`` from ``sr`` to ``sample_rate``, float32 and contiguous.
+
+    ``librosa.resample(res_type="soxr_hq")`` sample for sample, without importing
+    ``librosa.core.audio``: that import (scipy.signal with it) costs seconds in every fresh process,
+    paid by each ``tag`` actor, each ``predict`` run and each featurizing worker on first use."""
     if sr != sample_rate:
-        wave = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+        n = math.ceil(wave.shape[0] * (float(sample_rate) / sr))  # librosa's length, its float steps too
+        out = soxr.resample(wave, sr, sample_rate, quality="soxr_hq")
+        wave = out[:n] if len(out) >= n else np.pad(out, (0, n - len(out)))
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
@@ -171,7 +178,7 @@ def _clips(path: str, src: str | IO[bytes], sample_rate: int, clip_samples: int,
                 f.seek(min(int(start * ratio), max(0, info.frames - 1)))
                 block = f.read(span, dtype="float32", always_2d=True)
                 if block.size:
-                    wave = _resample(_mono_finite(path, block), info.samplerate, sample_rate)[:clip_samples]
+                    wave = resample(_mono_finite(path, block), info.samplerate, sample_rate)[:clip_samples]
                     clips[i, : len(wave)] = wave
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
         raise _undecodable(path, exc) from None
