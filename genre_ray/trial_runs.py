@@ -129,6 +129,8 @@ def repair_checkpoints(trial: Any) -> bool:
     tracked = {r.checkpoint.path.rstrip("/"): r
                for r in [*manager._checkpoint_results, *([latest] if latest is not None else [])]}
     on_disk = _checkpoint_dirs(fs, trial_dir)
+    if on_disk is None:  # storage unreadable now: Tune's own bookkeeping is left as it is
+        return False
     newest_tracked = max((_index(p) for p in tracked), default=-1)
     newer = {p: i for p, i in on_disk.items() if p not in tracked and i > newest_tracked}
     if all(p in on_disk for p in tracked) and not newer:
@@ -163,14 +165,16 @@ def _index(path: str) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _checkpoint_dirs(fs: Any, trial_dir: str) -> dict[str, int]:
-    """The trial's ``checkpoint_NNNNNN`` folders on storage: path -> index."""
+def _checkpoint_dirs(fs: Any, trial_dir: str) -> dict[str, int] | None:
+    """The trial's ``checkpoint_NNNNNN`` folders on storage: path -> index; None if unlistable."""
     import pyarrow.fs as pafs
 
     try:
         infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-    except OSError:
-        return {}
+    except OSError as exc:
+        log.warning("cannot list %s (%s); its trial resumes from the checkpoint Tune's snapshot names",
+                    trial_dir, exc)
+        return None
     return {i.path.rstrip("/"): _index(i.path) for i in infos
             if i.type == pafs.FileType.Directory and _index(i.path) >= 0}
 

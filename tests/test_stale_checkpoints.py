@@ -128,3 +128,18 @@ def test_an_intact_trial_is_left_alone_and_the_callback_runs_once(tmp_path: Path
     _epoch(trial, 3, 0.1)
     callback.on_step_begin(1, [trial])  # later steps: the live driver's bookkeeping is trusted
     assert _latest(trial) == "checkpoint_000002"
+
+
+def test_storage_that_cannot_be_listed_leaves_tune_s_bookkeeping_alone(tmp_path: Path) -> None:
+    """A transient storage error must not make every checkpoint look lost (the trial would start over)."""
+    import pyarrow.fs as pafs
+
+    class Unlistable(pafs.PyFileSystem):
+        def get_file_info(self, selector):  # noqa: ANN001, ANN202
+            raise OSError("503 Slow Down")
+
+    trial = _trial(tmp_path)
+    _epoch(trial, 1, 0.3)
+    trial.storage.storage_filesystem = Unlistable(pafs.FSSpecHandler(None))
+    assert repair_checkpoints(trial) is False
+    assert _latest(trial) == "checkpoint_000000"
