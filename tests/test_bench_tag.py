@@ -34,6 +34,19 @@ def test_steady_rate_is_measured_in_the_actors_from_the_first_call_to_the_last()
     assert Method("loop", 100, runs=[5.0]).steady == pytest.approx(20.0)
 
 
+def test_the_paired_ratio_is_the_median_of_runs_done_back_to_back() -> None:
+    from genre_ray.bench.tag import _targets, paired_ratios
+
+    loop = Method("loop", 100, runs=[100.0, 60.0, 90.0])  # the machine was quick during the second pair
+    tag2 = Method("tag, 2 workers", 100, runs=[50.0, 30.0, 60.0])
+    tag1 = Method("tag, 1 worker", 100, runs=[100.0, 100.0, 100.0])
+    assert paired_ratios(loop, tag2) == pytest.approx([2.0, 2.0, 1.5])
+    rows = {r["ratio"].split(" (")[0]: r for r in _targets(loop, {1: tag1, 2: tag2}, ray_s=1.0)}
+    paired = rows["tag, 2 workers / loop, whole run, median of the pairs run back to back"]
+    assert paired["value"] == "2.00x" and paired["met"] == "yes"
+    assert rows["tag, 2 workers / loop, whole run"]["value"] == "1.80x"  # 90 s over 50 s: medians
+
+
 def test_a_run_slowed_by_the_host_is_done_again_and_the_last_try_is_kept(monkeypatch: pytest.MonkeyPatch
                                                                            ) -> None:
     from genre_ray.bench import tag as bench_tag
