@@ -16,7 +16,7 @@ from pathlib import Path
 
 from genre_ray.data.demo import DemoSpec
 
-__all__ = ["LibrarySpec", "bench_model", "ensure_library", "stages"]
+__all__ = ["LibrarySpec", "bench_model", "ceiling", "ensure_library", "stages"]
 
 log = logging.getLogger("genre_ray.bench")
 
@@ -126,3 +126,37 @@ def stages(uri: str, tracking: str, paths: list[str], threads: int) -> dict[str,
     finally:
         torch.set_num_threads(before)
     return {k: 1000 * v / len(paths) for k, v in spent.items()}
+
+
+def ceiling(uri: str, tracking: str, paths: list[str], batch_files: int,
+            rounds: int = 6) -> tuple[list[float], list[float]]:
+    """Milliseconds per file, round by round: the loop's work (the pyfunc model, one file per
+    ``predict``, torch's default threads) and one ``tag`` worker's (the classifier, ``batch_files``
+    files per call, one torch thread), alternating in this process so that a slow spell of the
+    machine hits both. Twice the first over the second is what two one-thread workers could give
+    over the loop with no Ray cost and no start-up."""
+    import mlflow
+    import pandas as pd
+    import torch
+
+    mlflow.set_tracking_uri(tracking)
+    model = mlflow.pyfunc.load_model(uri)
+    clf = model.unwrap_python_model().classifier
+    before = torch.get_num_threads()
+    model.predict(pd.DataFrame({"path": paths[:1]}))  # warm-up, not counted
+    loop, one = [], []
+    try:
+        for _ in range(rounds):
+            torch.set_num_threads(before)
+            t0 = time.perf_counter()
+            for path in paths:
+                model.predict(pd.DataFrame({"path": [path]}))
+            loop.append(1000 * (time.perf_counter() - t0) / len(paths))
+            torch.set_num_threads(1)
+            t0 = time.perf_counter()
+            for i in range(0, len(paths), batch_files):
+                clf.predict_batch(paths[i:i + batch_files])
+            one.append(1000 * (time.perf_counter() - t0) / len(paths))
+    finally:
+        torch.set_num_threads(before)
+    return loop, one

@@ -20,9 +20,11 @@ runs. The pairs: the loop's seconds over those of the tag run right after it, pe
 their median, which a slow spell of the machine lasting minutes does not bias.
 
 Stages: one file at a time in this process, the time of each stage of a prediction with one torch
-thread and with torch's default threads. It bounds what two workers can give over the loop: the
-loop's threads speed up the torch stages (features, network) but not decoding, and two workers
-at best halve one worker's time.
+thread and with torch's default threads: the loop's threads speed up the torch stages (features,
+network) but not decoding. Ceiling: the loop's work (pyfunc, default threads) and one worker's
+(the classifier, --batch-files per call, one thread), alternating round by round in this process;
+two workers at best halve one worker's time, so twice the loop's time over one worker's bounds
+what tag with 2 workers can give over the loop.
 
 CPU steal: on a shared cloud host a neighbour's load takes CPU time from this machine while its own
 load average stays low, and it slows the methods unequally (measured here: 12% steal made one loop
@@ -51,7 +53,7 @@ from genre_ray.bench import (
     markdown_table,
     write_report,
 )
-from genre_ray.bench._tag_inputs import LibrarySpec, bench_model, ensure_library, stages
+from genre_ray.bench._tag_inputs import LibrarySpec, bench_model, ceiling, ensure_library, stages
 from genre_ray.data.demo import DemoSpec
 
 HELP = "songs/s of python -m genre_ray.tag (1 and 2 workers) against a sequential pyfunc loop"
@@ -268,17 +270,29 @@ def _spread_warning(methods: list[Method]) -> str:
             "methods unequally; run again on a quiet machine (`--wait-load`, `--max-steal`).")
 
 
-def _stage_section(one: dict[str, float], default: dict[str, float], threads: int, files: int) -> str:
+def _stage_section(one: dict[str, float], default: dict[str, float], threads: int, files: int,
+                   rounds: tuple[list[float], list[float]], batch_files: int, probe_files: int) -> str:
     rows = [{"stage": k, "one": round(one[k], 1), "default": round(default[k], 1)} for k in one]
     rows.append({"stage": "total", "one": round(sum(one.values()), 1),
                  "default": round(sum(default.values()), 1)})
     table = markdown_table(rows, {"stage": "stage", "one": "ms per file, 1 torch thread",
                                   "default": f"ms per file, {threads} torch threads (the loop's)"})
-    ceiling = sum(default.values()) / (sum(one.values()) / 2)
+    loop, single = rounds
+    ratios = [2 * a / b for a, b in zip(loop, single, strict=True)]
+    ceiling_rows = [{"round": i + 1, "loop": round(a, 1), "one": round(b, 1), "ratio": f"{r:.2f}x"}
+                    for i, (a, b, r) in enumerate(zip(loop, single, ratios, strict=True))]
+    ceiling_table = markdown_table(ceiling_rows, {
+        "round": "round", "loop": f"loop: ms per file (pyfunc, 1 file per predict, {threads} torch threads)",
+        "one": f"one worker's work: ms per file ({batch_files} files per call, 1 torch thread)",
+        "ratio": "2 x loop / one worker"})
     return (f"{table}\n\nMeasured on the first {files} files, one at a time, in this process, after the "
-            f"timed runs. Two workers of one thread each, with no overhead at all, would reach about "
-            f"{ceiling:.2f}x the loop: the loop's ms per file over half of one thread's (the loop also pays "
-            "the pyfunc's own cost per call, and tag pays Ray's).")
+            "timed runs. The loop's threads speed up the torch stages (features, network), not decoding.\n\n"
+            f"**Ceiling.** The loop's work and one worker's, alternating round by round on the same "
+            f"first {probe_files} files in this process:\n\n{ceiling_table}\n\nTwo workers of one thread "
+            "each, with no Ray cost and no start-up at all, would reach about "
+            f"**{statistics.median(ratios):.2f}x** the loop (the median of the rounds): the most that tag "
+            "with 2 workers can give over this loop on this machine; the whole-run ratio also pays tag's "
+            "start-up.")
 
 
 def report(loop: Method, tags: dict[int, Method], info: dict[str, str], stage_text: str, ray_s: float,
@@ -391,8 +405,10 @@ def run_cli(args: argparse.Namespace) -> int:
         sample = paths[: min(len(paths), 8 if args.smoke else 64)]
         threads = torch.get_num_threads()
         _quiet(getattr(args, "wait_load", None))
+        probe = sample[:32]
+        rounds = ceiling(uri, tracking, probe, args.batch_files, 2 if args.smoke else 6)
         stage_text = _stage_section(stages(uri, tracking, sample, 1), stages(uri, tracking, sample, threads),
-                                    threads, len(sample))
+                                    threads, len(sample), rounds, args.batch_files, len(probe))
         load_after = load_average()
     finally:
         if started and ray.is_initialized():
