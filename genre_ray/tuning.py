@@ -18,8 +18,7 @@ import pandas as pd
 from genre_ray.config import SearchConfig
 from genre_ray.report import leaderboard_frame, stop_reason
 
-__all__ = ["MAX_TRIAL_FAILURES", "TRACKERS", "ResourceError", "autoscaling_worker_types", "can_restore",
-           "check_resources", "fit", "leaderboard", "ray_init", "release_trial_data", "restore", "tuner"]
+__all__ = ["MAX_TRIAL_FAILURES", "TRACKERS", "ResourceError", "autoscaling_worker_types", "check_resources", "can_restore", "leaderboard", "ray_init", "restore", "tuner"]
 
 log = logging.getLogger("genre_ray.search")
 
@@ -227,52 +226,8 @@ def _trainable(cfg: SearchConfig, data: dict[str, Any], groups: dict[str, Any] |
     from genre_ray.train import train_trial, trial_spec
 
     res = cfg.resources
-    hooks = _parameter_hooks()
-    before = list(hooks)
-    trainable = tune.with_parameters(train_trial, data=data, spec=trial_spec(cfg, groups))
-    _OWN_PARAMETERS.extend(h for h in hooks if not any(h is b for b in before))
-    return tune.with_resources(trainable, {"cpu": res["cpu"], "gpu": res["gpu"]})
-
-
-#: The registries of the trial data that :func:`_trainable` gave ``tune.with_parameters``.
-_OWN_PARAMETERS: list[Any] = []
-
-
-def _parameter_hooks() -> list[Any]:
-    """Ray's post-init hooks, where ``tune.with_parameters`` keeps each call's parameter registry
-    (and through it the object store references) for the life of the driver."""
-    import ray._private.worker as worker
-
-    return worker._post_init_hooks
-
-
-def fit(tuner_: Any) -> Any:
-    """``tuner_.fit()``, then its trial data released from the object store (:func:`release_trial_data`),
-    whether the fit ended or failed."""
-    try:
-        return tuner_.fit()
-    finally:
-        release_trial_data()
-
-
-def release_trial_data() -> int:
-    """Let the object store free the trial data of the Tuners made here; returns how many were released.
-
-    ``tune.with_parameters`` puts the data in the object store once, which every trial maps, but
-    Ray keeps the reference for as long as the driver lives: in a search of several tasks, each
-    earlier task's trial data would stay in the store beside the current one's. Call it once a
-    Tuner's ``fit`` is over (its trials are done; a restored Tuner puts the data again).
-    """
-    hooks = _parameter_hooks()
-    released = 0
-    for hook in _OWN_PARAMETERS:
-        registry = getattr(hook, "__self__", None)
-        for name in ("references", "to_flush"):
-            getattr(registry, name, {}).clear()
-        hooks[:] = [h for h in hooks if h is not hook]
-        released += 1
-    _OWN_PARAMETERS.clear()
-    return released
+    return tune.with_resources(tune.with_parameters(train_trial, data=data, spec=trial_spec(cfg, groups)),
+                               {"cpu": res["cpu"], "gpu": res["gpu"]})
 
 
 def tpe_sampler(seed: int) -> Any:

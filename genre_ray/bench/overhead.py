@@ -254,7 +254,7 @@ def _tune(cfg: Any, data: dict[str, Any], groups: dict[str, Any], storage: Path,
           concurrent: int, cpu: float, tracker: Any = None, watch: bool = False) -> TuneRun:
     """One fit of ``trials`` copies of the fixed trial, ``concurrent`` at a time with ``cpu`` each."""
     from genre_ray.bench.search import BudgetCounter, budget_stopper
-    from genre_ray.tuning import fit, tuner
+    from genre_ray.tuning import tuner
 
     cfg = _variant(cfg, {"search.num_samples": trials, "search.max_concurrent": concurrent,
                          "resources.cpu": cpu})
@@ -262,8 +262,8 @@ def _tune(cfg: Any, data: dict[str, Any], groups: dict[str, Any], storage: Path,
     with _Watch() if watch else nullcontext() as watcher:
         counter = BudgetCounter(cfg.search["metric"])  # when each epoch reached the driver, s from now
         t0 = time.monotonic()
-        grid = fit(tuner(cfg, data, tracker, storage, name, groups, early_stopping=False,
-                         stop=budget_stopper(counter)))
+        grid = tuner(cfg, data, tracker, storage, name, groups, early_stopping=False,
+                     stop=budget_stopper(counter)).fit()
         wall = time.monotonic() - t0
     done = {r.trial_id: r.t for r in counter.reports if r.epoch == epochs}
     in_trial = {str(r.metrics["trial_id"]): float(r.metrics.get("time_total_s", float("nan")))
