@@ -28,7 +28,16 @@ from genre_ray.evaluate import classification_scores, confusion_png, majority_ba
 from genre_ray.features import FeatureSettings
 from genre_ray.report import write_summary
 from genre_ray.storage import describe, disk_usage, is_uri, join, node_local
-from genre_ray.tuning import ResourceError, can_restore, check_resources, leaderboard, ray_init, restore, tuner
+from genre_ray.tuning import (
+    ResourceError,
+    can_restore,
+    check_resources,
+    leaderboard,
+    ray_init,
+    restore,
+    trial_data,
+    tuner,
+)
 
 __all__ = ["SearchFailed", "run_search"]
 
@@ -339,14 +348,17 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
                 tracker.resume_parent(state["parent_run_id"])
             except TrackingError as exc:
                 raise SearchFailed(str(exc)) from None
-    if state is not None and can_restore(experiment):
-        log.info("task %s: resuming %s from %s (Optuna searcher, ASHA and trials restored)", task.name,
-                 run_name, experiment)
-        grid = restore(cfg, arrays["trial"], tracker, experiment, _groups(cfg)).fit()
-    else:
-        if state is not None:
-            log.info("task %s: %s never reached its first Tune snapshot; starting its trials", task.name, run_name)
-        grid = tuner(cfg, arrays["trial"], tracker, storage, run_name, _groups(cfg)).fit()
+    # trial_data: this task's trial data leaves the object store when its fit is over.
+    with trial_data(arrays["trial"]) as data:
+        if state is not None and can_restore(experiment):
+            log.info("task %s: resuming %s from %s (Optuna searcher, ASHA and trials restored)", task.name,
+                     run_name, experiment)
+            grid = restore(cfg, data, tracker, experiment, _groups(cfg)).fit()
+        else:
+            if state is not None:
+                log.info("task %s: %s never reached its first Tune snapshot; starting its trials", task.name,
+                         run_name)
+            grid = tuner(cfg, data, tracker, storage, run_name, _groups(cfg)).fit()
     board, by_trial = leaderboard(grid, cfg)
     board.to_csv(out_dir / "leaderboard.csv", index=False)
     metric = cfg.search["metric"]

@@ -7,8 +7,11 @@ no worker ever writes to a tracking store.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,8 @@ import pandas as pd
 from genre_ray.config import SearchConfig
 from genre_ray.report import leaderboard_frame, stop_reason
 
-__all__ = ["MAX_TRIAL_FAILURES", "TRACKERS", "ResourceError", "autoscaling_worker_types", "check_resources", "can_restore", "leaderboard", "ray_init", "restore", "tuner"]
+__all__ = ["MAX_TRIAL_FAILURES", "TRACKERS", "ResourceError", "autoscaling_worker_types", "check_resources",
+           "can_restore", "leaderboard", "ray_init", "restore", "trial_data", "tuner"]
 
 log = logging.getLogger("genre_ray.search")
 
@@ -131,7 +135,8 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
 
     Args:
         cfg: the validated search space.
-        data: feature variant -> its trial data (one object store copy each, whichever trials use it).
+        data: feature variant -> its trial data (one object store copy each, whichever trials use it),
+            best as the reference :func:`trial_data` gives, which leaves the store when the fit is over.
         tracker: the MLflow tracker fed one child run per trial, or None for no tracking.
         storage: Tune's storage: a local or NFS folder, or an ``s3://`` / ``gs://`` URI; ``run_name``
             the experiment's folder in it.
@@ -217,6 +222,58 @@ def _run_name(experiment: str) -> str:
     return str(experiment).rstrip("/").rsplit("/", 1)[-1]
 
 
+@contextmanager
+def trial_data(data: dict[str, Any]) -> Iterator[Any]:
+    """The trial data put in the object store for the fits made inside the ``with`` block, and
+    freed from it when the block ends, however it ends.
+
+    Give the reference it yields to :func:`tuner` or :func:`restore` in place of ``data``. Each
+    trial maps the one copy. Without this, Tune's ``with_parameters`` keeps the data in the
+    store for the life of the driver, for two reasons:
+
+    - its parameter registry stays in Ray's post-init hooks;
+    - Tune pickles the trainable, with the reference inside, for its trial actors. Ray pins
+      every reference pickled outside a task's arguments, "forever in the lifetime of the
+      worker process" (``ray/_private/serialization.py``).
+
+    A search of several tasks would then keep each finished task's data beside the current
+    one's. On leaving the block, the fits are over and no trial can read the data again, so
+    the registry's hook is dropped and the pins are removed: every local reference to the
+    object beyond this function's own handle (all Python handles to it are that one object, and
+    the count does not fall when the Tuner is deleted). The object is freed once the last handle
+    goes: the ``as`` name and the Tuner's.
+    """
+    import ray
+
+    ref = ray.put(data)
+    try:
+        yield ref
+    finally:
+        _unpin(ref)
+
+
+def _unpin(ref: Any) -> int:
+    """Remove what Tune's ``with_parameters`` left holding ``ref``; returns the pins removed."""
+    import ray._private.worker as worker
+
+    hooks = worker._post_init_hooks
+    hooks[:] = [h for h in hooks if not holds(h, ref)]
+    gc.collect()  # handles in collectable cycles (a Tuner that failed) are not pins
+    core = worker.global_worker.core_worker
+    counts = core.get_all_reference_counts()
+    local = (counts.get(ref.hex().encode()) or counts.get(ref.binary()) or {}).get("local", 0)
+    for _ in range(local - 1):  # one is ``ref`` itself, which frees the object when it goes
+        core.remove_object_ref_reference(ref)
+    log.debug("trial data %s: %d pins removed", ref.hex(), max(local - 1, 0))
+    return max(local - 1, 0)
+
+
+def holds(hook: Any, ref: Any) -> bool:
+    """Whether one of Ray's post-init hooks is the flush of a ``with_parameters`` registry holding ``ref``."""
+    references = getattr(getattr(hook, "__self__", None), "references", None)
+    return isinstance(references, dict) and any(r is ref for r in references.values())
+
+
 def _trainable(cfg: SearchConfig, data: dict[str, Any], groups: dict[str, Any] | None) -> Any:
     # Tune warns when keeping only the best checkpoints forces frequent experiment snapshots; on
     # small trials that is every few seconds and harmless, so the warning is only noise here.
@@ -226,6 +283,7 @@ def _trainable(cfg: SearchConfig, data: dict[str, Any], groups: dict[str, Any] |
     from genre_ray.train import train_trial, trial_spec
 
     res = cfg.resources
+    # ``data`` may be an ObjectRef (from trial_data): with_parameters then keeps it as it is.
     return tune.with_resources(tune.with_parameters(train_trial, data=data, spec=trial_spec(cfg, groups)),
                                {"cpu": res["cpu"], "gpu": res["gpu"]})
 

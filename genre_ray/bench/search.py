@@ -261,7 +261,7 @@ def _run(cfg: Any, data: dict[str, Any], groups: dict[str, Any], method: str, se
     """One search; ``budget`` None runs random search's fixed trials to the end."""
     import optuna
 
-    from genre_ray.tuning import tpe_sampler, tuner
+    from genre_ray.tuning import tpe_sampler, trial_data, tuner
 
     counter = BudgetCounter(cfg.search["metric"], budget)
     if method == "random":
@@ -269,8 +269,9 @@ def _run(cfg: Any, data: dict[str, Any], groups: dict[str, Any], method: str, se
     else:
         kwargs = {"sampler": tpe_sampler(seed), "early_stopping": True}
     t0 = time.perf_counter()
-    grid = tuner(cfg, data, None, storage, f"{method}-seed{seed}", groups, stop=budget_stopper(counter),
-                 **kwargs).fit()
+    with trial_data(data) as ref:
+        grid = tuner(cfg, ref, None, storage, f"{method}-seed{seed}", groups, stop=budget_stopper(counter),
+                     **kwargs).fit()
     wall = time.perf_counter() - t0
     errors = [r.error for r in grid if r.error]
     # A trial that stop_all ended keeps a last result not marked done (ASHA's stops and finished
