@@ -13,14 +13,23 @@ import numpy as np
 import pytest
 
 from genre_ray.bench.__main__ import build_parser, main
-from genre_ray.bench.overhead import TuneRun, dataset_bytes, fixed_config, overrides_for, slots
+from genre_ray.bench.overhead import (
+    Pair,
+    TuneRun,
+    dataset_bytes,
+    fixed_config,
+    overhead,
+    overhead_rows,
+    overrides_for,
+    slots,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_subcommand_is_registered() -> None:
     args = build_parser().parse_args(["overhead", "--quick", "--trial-seconds", "20"])
-    assert args.quick and args.trial_seconds == 20 and args.repeats == 3 and args.epochs is None
+    assert args.quick and args.trial_seconds == 20 and args.repeats == 4 and args.epochs is None
 
 
 def test_one_at_a_time_trials_are_timed_between_completions() -> None:
@@ -40,6 +49,30 @@ def test_throughput_of_two_at_a_time_counts_after_the_first_round() -> None:
     run = TuneRun("t", 2, 1.0, {"a": 10.0, "b": 10.5, "c": 13.0, "d": 13.5, "e": 16.0}, 16.2, {})
     assert run.steady_per_min == pytest.approx(60 * 3 / (16.0 - 10.5))
     assert math.isnan(TuneRun("t", 2, 1.0, {"a": 1.0, "b": 2.0}, 3.0, {}).steady_per_min)
+
+
+def _fit(trial_s: float) -> TuneRun:
+    """A fit of 2 trials one after the other, the second ``trial_s`` after the first."""
+    return TuneRun("t", 1, 1.0, {"a": 30.0, "b": 30.0 + trial_s}, 30.0 + trial_s,
+                   {"a": 25.0, "b": trial_s - 0.2})
+
+
+def test_each_fit_is_compared_with_the_bare_runs_on_either_side_of_it() -> None:
+    pair = Pair("tune", _fit(22.0), before=19.0, after=21.0)
+    assert pair.bare_s == 20.0 and pair.overhead == pytest.approx(0.10)
+    # A slow spell: the machine is twice as slow for the third pair's bare runs and fit alike.
+    # Against each fit's own neighbours that is no overhead; against the median bare run it would be.
+    res = {"bare": [20.0, 20.0, 20.0, 40.0, 40.0],
+           "pairs": [Pair("tune", _fit(20.4), 20.0, 20.0), Pair("mlflow", _fit(20.6), 20.0, 20.0),
+                     Pair("tune", _fit(40.8), 40.0, 40.0), Pair("mlflow", _fit(40.0), 40.0, 40.0)]}
+    assert overhead(res, "tune") == pytest.approx(0.02)  # the median of +2 % and +2 %
+    assert overhead(res, "mlflow") == pytest.approx(0.015)  # of +3 % and 0 %
+    rows = overhead_rows(res)
+    assert [r["method"] for r in rows] == ["bare (run_trial in-process)", "Tune, no tracking",
+                                           "Tune + MLflow child runs"]
+    assert rows[1]["pairs"] == "+2.0 %, +2.0 %" and rows[1]["met"] == "yes"
+    assert rows[1]["outside_s"] == pytest.approx(0.2)  # each fit's second trial: 0.2 s outside the trainable
+    assert rows[1]["medians"] == "+2.0 %"  # (median 30.6 s - median bare 30 s) / 30 s
 
 
 def test_dataset_bytes_counts_every_fold_and_kind() -> None:
@@ -68,9 +101,11 @@ def test_the_fixed_trial_has_no_searched_value() -> None:
 def test_quick_run_writes_every_table(tiny_demo: Path, tmp_path: Path, ray_session: object) -> None:
     assert main(["overhead", "--quick", "--data", str(tiny_demo), "--results-dir", str(tmp_path)]) == 0
     md = (tmp_path / "bench_overhead.md").read_text()
-    for heading in ("## Per-trial overhead", "## Start-up, apart", "## Throughput", "## Memory", "## Method"):
+    for heading in ("## Per-trial overhead", "## Pairs", "## Start-up, apart", "## Throughput", "## Memory",
+                    "## Method"):
         assert heading in md
-    for column in ("overhead vs the bare runs", "bare runs before and after it", "outside it, s",
+    for column in ("overhead: median of the pairs", "each pair's overhead", "bare run before, s",
+                   "outside it, s",
                    "start-up s", "trials/min (steady)", "object store peak, MB",
                    "peak RSS per trial process, MB"):
         assert column in md
@@ -78,9 +113,13 @@ def test_quick_run_writes_every_table(tiny_demo: Path, tmp_path: Path, ray_sessi
     assert "load average" in md and "--quick" in md
     with (tmp_path / "bench_overhead.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["method"] for r in rows] == ["bare", "tune", "tune+mlflow", "throughput_c1", "throughput_c2"]
+    assert [r["method"] for r in rows] == ["bare", "tune", "tune+mlflow", "tune round 1",
+                                           "tune+mlflow round 1", "throughput_c1", "throughput_c2"]
     for row in rows:
         for key, value in row.items():
             if key not in ("section", "method") and value != "":
                 assert math.isfinite(float(value)), (row["method"], key, value)
-    assert float(rows[0]["median_trial_s"]) > 0 and float(rows[3]["rss_peak_mb"]) >= 0
+    assert float(rows[0]["median_trial_s"]) > 0 and float(rows[5]["rss_peak_mb"]) >= 0
+    assert float(rows[3]["bare_near_s"]) > 0 and rows[3]["overhead_pct"] != ""
+    # Every earlier fit's trial data was freed (trial_data): nothing of it is in the store before a fit.
+    assert all(float(r["store_before_mb"]) < 0.5 * float(r["dataset_mb"]) for r in rows[5:])

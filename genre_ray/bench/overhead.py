@@ -4,20 +4,21 @@ One fixed trial (the search space's model on its features, every hyperparameter 
 
 bare         train.run_trial in this process, without Tune (the trainable's own code, reporting
              nowhere and writing no checkpoint)
-tune         tuning.tuner: one fit of R+1 such trials, one at a time, no ASHA, no tracking
+tune         tuning.tuner: a fit of 2 such trials, one after the other, no ASHA, no tracking
 tune+mlflow  the same with the MLflow child-run callback (a Tracker on a SQLite store)
 
-A trial's time in Tune is the interval between the driver receiving two consecutive trials'
-last epochs (the previous trial's end, the next one's start, its training, its per-epoch
-reports and checkpoints), averaged from the first trial's end to the last's; Tune's own
-time_total_s splits it into inside the trainable (training, reports, checkpoints) and outside
-(scheduling, the actor's reuse, the driver's callbacks). The time until the first trial's end
-less that trial's own time is Tune's start-up (the Tuner, the searcher, the data put in the
-object store, the trial actor and its imports); the time after the last trial, its teardown;
-both are reported apart. Overhead =
-(Tune's time per trial - median bare trial) / median bare trial, with the R bare runs made just
-before and the R just after that Tune run: bare runs come before, between and after the two
-Tune runs (after an untimed warm-up run), so that a change of load weighs on both sides.
+They alternate, R rounds of: bare, tune, bare, tune+mlflow (after an untimed warm-up run, and
+with one more bare run at the end). Each Tune fit is a pair with the bare runs just before and
+just after it, minutes apart at most, so a slow spell of the shared machine weighs on both sides
+of the pair. A trial's time in Tune is the interval between the driver receiving the two
+trials' last epochs (the first trial's end, the second one's start on the reused actor, its
+training, its per-epoch reports and checkpoints); Tune's own time_total_s splits it into inside
+the trainable (training, reports, checkpoints) and outside (scheduling, the actor's reuse, the
+driver's callbacks). The time until the first trial's end less that trial's own time is Tune's
+start-up (the Tuner, the searcher, the data put in the object store, the trial actor and its
+imports); the time after the last trial, its teardown; both are reported apart. A pair's
+overhead = (Tune's time per trial - the mean of its two bare runs) / that mean; the verdict
+uses the median over a method's pairs, and the ratio of the medians is shown beside it.
 
 Throughput: N trials with one trial at a time on all the CPUs, and with two at a time on half
 of them each; "steady" counts the trials completed after the first round, over the time they
@@ -141,6 +142,35 @@ class TuneRun:
         return 60 * (len(ordered) - self.concurrent) / span if span > 0 else float("nan")
 
 
+KEYS = ("tune", "mlflow")
+LABELS = {"tune": "Tune, no tracking", "mlflow": "Tune + MLflow child runs"}
+CSV_NAMES = {"tune": "tune", "mlflow": "tune+mlflow"}
+
+
+@dataclass
+class Pair:
+    """One Tune fit (``key``: tune or mlflow) and the bare runs just before and just after it."""
+
+    key: str
+    run: TuneRun
+    before: float
+    after: float
+    load: float = float("nan")
+
+    @property
+    def bare_s(self) -> float:
+        return (self.before + self.after) / 2
+
+    @property
+    def overhead(self) -> float:
+        """(Tune's time per trial - the mean of the two bare runs) / that mean."""
+        return (self.run.trial_s - self.bare_s) / self.bare_s
+
+
+def pairs_of(res: dict[str, Any], key: str) -> list[Pair]:
+    return [p for p in res["pairs"] if p.key == key]
+
+
 def dataset_bytes(data: dict[str, Any]) -> int:
     """Bytes of every array of the trial data (feature kind -> TrialData or a list of folds)."""
     total = 0
@@ -254,7 +284,7 @@ def _tune(cfg: Any, data: dict[str, Any], groups: dict[str, Any], storage: Path,
           concurrent: int, cpu: float, tracker: Any = None, watch: bool = False) -> TuneRun:
     """One fit of ``trials`` copies of the fixed trial, ``concurrent`` at a time with ``cpu`` each."""
     from genre_ray.bench.search import BudgetCounter, budget_stopper
-    from genre_ray.tuning import tuner
+    from genre_ray.tuning import trial_data, tuner
 
     cfg = _variant(cfg, {"search.num_samples": trials, "search.max_concurrent": concurrent,
                          "resources.cpu": cpu})
@@ -262,8 +292,9 @@ def _tune(cfg: Any, data: dict[str, Any], groups: dict[str, Any], storage: Path,
     with _Watch() if watch else nullcontext() as watcher:
         counter = BudgetCounter(cfg.search["metric"])  # when each epoch reached the driver, s from now
         t0 = time.monotonic()
-        grid = tuner(cfg, data, tracker, storage, name, groups, early_stopping=False,
-                     stop=budget_stopper(counter)).fit()
+        with trial_data(data) as ref:
+            grid = tuner(cfg, ref, tracker, storage, name, groups, early_stopping=False,
+                         stop=budget_stopper(counter)).fit()
         wall = time.monotonic() - t0
     done = {r.trial_id: r.t for r in counter.reports if r.epoch == epochs}
     in_trial = {str(r.metrics["trial_id"]): float(r.metrics.get("time_total_s", float("nan")))
@@ -308,7 +339,7 @@ def run_overhead_bench(cfg: Any, epochs: int | None, trial_seconds: float, repea
     Args:
         cfg: the validated space, every value fixed.
         epochs: epochs per trial, or None to calibrate them to ``trial_seconds`` of bare training.
-        repeats: bare runs before, between and after the Tune runs (each), and steady trials per Tune run.
+        repeats: rounds of bare, tune, bare, tune+mlflow (each fit of 2 trials is one pair).
         throughput_trials: trials of each throughput fit.
         work: a scratch folder for Tune's storage and the MLflow store.
     """
@@ -332,21 +363,24 @@ def run_overhead_bench(cfg: Any, epochs: int | None, trial_seconds: float, repea
     out: dict[str, Any] = {"cfg": cfg, "epochs": epochs, "data": data, "cores": cores, "loads": {},
                            "clips": {k: (len(v.x_train), len(v.x_val)) for k, v in data.items()
                                      if not isinstance(v, list)}}
-    # Bare runs before, between and after the two Tune runs: each is compared with its neighbours.
-    out["loads"]["bare"] = load_average()
-    bare = [_bare(config, data, spec, repeats)]
-    out["loads"]["tune"] = load_average()
-    out["tune"] = _tune(cfg, data, groups, work / "ray", "tune", repeats + 1, 1, spec["cpu"])
-    bare.append(_bare(config, data, spec, repeats))
+    # Rounds of bare, tune, bare, tune+mlflow, and a last bare run: each fit is paired with the
+    # bare runs on either side of it.
+    out["loads"]["start"] = load_average()
+    bare = _bare(config, data, spec, 1)
     tracker = Tracker(f"sqlite:///{work / 'mlflow.db'}", "bench-overhead", artifact_root=work / "mlartifacts")
     tracker.start_parent("overhead", {"epochs": epochs}, {"genre_ray.kind": "benchmark"})
-    out["loads"]["tune+mlflow"] = load_average()
-    out["mlflow"] = _tune(cfg, data, groups, work / "ray", "tune-mlflow", repeats + 1, 1, spec["cpu"],
-                          tracker)
+    out["pairs"] = []
+    for r in range(repeats):
+        for key in KEYS:
+            load = load_average()
+            run = _tune(cfg, data, groups, work / "ray", f"{key}-{r}", 2, 1, spec["cpu"],
+                        tracker if key == "mlflow" else None)
+            bare += _bare(config, data, spec, 1)
+            out["pairs"].append(Pair(key, run, bare[-2], bare[-1], load))
+            log.info("%s, round %d: %.2f s per trial against %.2f s bare: %+.1f %%", key, r + 1, run.trial_s,
+                     out["pairs"][-1].bare_s, 100 * out["pairs"][-1].overhead)
     tracker.finish_parent({}, {}, [])
-    bare.append(_bare(config, data, spec, repeats))
-    out["bare"] = [s for runs in bare for s in runs]
-    out["bare_near"] = {"tune": bare[0] + bare[1], "mlflow": bare[1] + bare[2]}
+    out["bare"] = bare
     out["loads"]["throughput"] = load_average()
     out["throughput"] = [_tune(cfg, data, groups, work / "ray", f"c{c}", throughput_trials, c,
                                max(1, cores // c), watch=True) for c in (1, 2)]
@@ -361,39 +395,68 @@ def _pct(x: float) -> str:
 
 
 def overhead(res: dict[str, Any], key: str) -> float:
-    """(Tune's time per trial - the median of the bare runs around it) / that median."""
-    near = statistics.median(res["bare_near"][key])
-    return (res[key].trial_s - near) / near
+    """The median over ``key``'s pairs of (Tune's time per trial - its bare runs) / its bare runs."""
+    return statistics.median(p.overhead for p in pairs_of(res, key))
+
+
+def _median(values: Any) -> float:
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
 
 
 def overhead_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     """The main table: bare, Tune and Tune + MLflow per trial."""
     rows = [{"method": "bare (run_trial in-process)", "trial_s": statistics.median(res["bare"]),
              "runs": ", ".join(f"{s:.2f}" for s in res["bare"])}]
-    for key, label in (("tune", "Tune, no tracking"), ("mlflow", "Tune + MLflow child runs")):
-        run: TuneRun = res[key]
+    for key in KEYS:
+        pairs = pairs_of(res, key)
         over = overhead(res, key)
-        rows.append({"method": label, "trial_s": run.trial_s, 
-                     "near": statistics.median(res["bare_near"][key]),
-                     "runs": ", ".join(f"{s:.2f}" for s in slots(list(run.done.values()))),
-                     "in_trial_s": run.in_trial_s, "outside_s": run.trial_s - run.in_trial_s,
-                     "overhead": _pct(over), "met": "yes" if over <= TARGET else "**no**", "_over": over})
+        trial_s, near = _median(p.run.trial_s for p in pairs), _median(p.bare_s for p in pairs)
+        rows.append({"method": LABELS[key], "trial_s": trial_s,
+                     "in_trial_s": _median(p.run.in_trial_s for p in pairs),
+                     "outside_s": _median(p.run.trial_s - p.run.in_trial_s for p in pairs),
+                     "runs": ", ".join(f"{p.run.trial_s:.2f}" for p in pairs), "near": near,
+                     "pairs": ", ".join(_pct(p.overhead) for p in pairs), "overhead": _pct(over),
+                     "medians": _pct((trial_s - near) / near),
+                     "met": "yes" if over <= TARGET else "**no**", "_over": over})
     return rows
 
 
+def _pair_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"round": i // len(KEYS) + 1, "method": LABELS[p.key], "load": p.load, "before": p.before,
+             "trial_s": p.run.trial_s, "after": p.after, "overhead": _pct(p.overhead)}
+            for i, p in enumerate(res["pairs"])]
+
+
 def _startup_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"method": label, "wall": run.wall_s, "trials": run.trials,
-             "first": min(run.done.values(), default=float("nan")), "startup": run.startup_s,
-             "teardown": run.teardown_s}
-            for label, run in (("Tune, no tracking", res["tune"]), ("Tune + MLflow", res["mlflow"]))]
+    rows = []
+    for key in KEYS:
+        runs = [p.run for p in pairs_of(res, key)]
+        rows.append({"method": LABELS[key], "fits": len(runs), "wall": _median(r.wall_s for r in runs),
+                     "trials": runs[0].trials if runs else 0,
+                     "first": _median(min(r.done.values(), default=float("nan")) for r in runs),
+                     "startup": _median(r.startup_s for r in runs),
+                     "startups": ", ".join(f"{r.startup_s:.2f}" for r in runs),
+                     "teardown": _median(r.teardown_s for r in runs)})
+    return rows
+
+
+def _paired_throughput(res: dict[str, Any]) -> dict[str, Any]:
+    """The Tune overhead fits together as one-at-a-time throughput on one CPU."""
+    runs = [p.run for p in pairs_of(res, "tune")]
+    trials, wall = sum(r.trials for r in runs), sum(r.wall_s for r in runs)
+    step = _median(r.trial_s for r in runs)
+    return {"concurrent": 1, "cpu": f"{runs[0].cpu:g}", "trials": trials, "wall": wall,
+            "per_min": 60 * trials / wall if wall > 0 else float("nan"), "steady": 60 / step,
+            "in_trial": _median(r.in_trial_s for r in runs),
+            "from": f"the {len(runs)} Tune overhead fits (steady: their median time per trial)"}
 
 
 def _throughput_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
-    runs: list[TuneRun] = [res["tune"], *res["throughput"]]
-    return [{"concurrent": r.concurrent, "cpu": f"{r.cpu:g}", "trials": r.trials, "wall": r.wall_s,
-             "per_min": r.per_min, "steady": r.steady_per_min,
-             "in_trial": r.in_trial_s,
-             "from": "the Tune overhead run" if r is res["tune"] else "its own fit"} for r in runs]
+    return [_paired_throughput(res), *(
+        {"concurrent": r.concurrent, "cpu": f"{r.cpu:g}", "trials": r.trials, "wall": r.wall_s,
+         "per_min": r.per_min, "steady": r.steady_per_min, "in_trial": r.in_trial_s, "from": "its own fit"}
+        for r in res["throughput"])]
 
 
 def _memory_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -401,40 +464,57 @@ def _memory_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def csv_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per measured setting, every section's figures in the same columns."""
-    keys = ("section", "method", "concurrent", "cpu_per_trial", "trials", "median_trial_s", "overhead_pct",
-            "startup_s", "fit_wall_s", "trials_per_min", "steady_trials_per_min", "dataset_mb",
-            "store_peak_mb", "rss_peak_mb", "load_1min")
-    bare = statistics.median(res["bare"])
-    rows = [{"section": "overhead", "method": "bare", "concurrent": 1,
-             "cpu_per_trial": res["cfg"].resources["cpu"], "trials": len(res["bare"]),
-             "median_trial_s": round(bare, 3), "load_1min": round(res["loads"]["bare"], 2)}]
-    for key, run in (("tune", res["tune"]), ("tune+mlflow", res["mlflow"]), *(
-            (f"throughput_c{r.concurrent}", r) for r in res["throughput"])):
-        one = run.concurrent == 1  # per-trial time and start-up mean something one trial at a time
-        section = "throughput" if key.startswith("throughput") else "overhead"
-        over = round(100 * overhead(res, "mlflow" if key == "tune+mlflow" else key), 2) \
-            if section == "overhead" else ""
-        rows.append({"section": section, "method": key,
+    """One row per measured setting, every section's figures in the same columns; a row per pair."""
+    keys = ("section", "method", "concurrent", "cpu_per_trial", "trials", "median_trial_s", "bare_near_s",
+            "overhead_pct", "startup_s", "fit_wall_s", "trials_per_min", "steady_trials_per_min",
+            "dataset_mb", "store_before_mb", "store_peak_mb", "rss_peak_mb", "load_1min")
+    cpu = res["cfg"].resources["cpu"]
+    rows = [{"section": "overhead", "method": "bare", "concurrent": 1, "cpu_per_trial": cpu,
+             "trials": len(res["bare"]), "median_trial_s": round(statistics.median(res["bare"]), 3),
+             "load_1min": round(res["loads"]["start"], 2)}]
+    for key in KEYS:
+        pairs = pairs_of(res, key)
+        runs = [p.run for p in pairs]
+        rows.append({"section": "overhead", "method": CSV_NAMES[key], "concurrent": 1, "cpu_per_trial": cpu,
+                     "trials": sum(r.trials for r in runs),
+                     "median_trial_s": round(_median(r.trial_s for r in runs), 3),
+                     "bare_near_s": round(_median(p.bare_s for p in pairs), 3),
+                     "overhead_pct": round(100 * overhead(res, key), 2),
+                     "startup_s": round(_median(r.startup_s for r in runs), 2),
+                     "fit_wall_s": round(sum(r.wall_s for r in runs), 2),
+                     "load_1min": round(_median(p.load for p in pairs), 2)})
+    for i, p in enumerate(res["pairs"]):
+        rows.append({"section": "pair", "method": f"{CSV_NAMES[p.key]} round {i // len(KEYS) + 1}",
+                     "concurrent": 1, "cpu_per_trial": p.run.cpu, "trials": p.run.trials,
+                     "median_trial_s": round(p.run.trial_s, 3), "bare_near_s": round(p.bare_s, 3),
+                     "overhead_pct": round(100 * p.overhead, 2), "startup_s": round(p.run.startup_s, 2),
+                     "fit_wall_s": round(p.run.wall_s, 2), "load_1min": round(p.load, 2)})
+    for run in res["throughput"]:
+        rows.append({"section": "throughput", "method": f"throughput_c{run.concurrent}",
                      "concurrent": run.concurrent, "cpu_per_trial": run.cpu, "trials": run.trials,
-                     "median_trial_s": round(run.trial_s, 3) if one else "", "overhead_pct": over,
-                     "startup_s": round(run.startup_s, 2) if one else "", "fit_wall_s": round(run.wall_s, 2),
-                     "trials_per_min": round(run.per_min, 3),
+                     "fit_wall_s": round(run.wall_s, 2), "trials_per_min": round(run.per_min, 3),
                      "steady_trials_per_min": round(run.steady_per_min, 3),
-                     **{k: round(run.memory[k], 2) for k in ("dataset_mb", "store_peak_mb", "rss_peak_mb")
-                        if k in run.memory},  # measured in the throughput fits only
-                     "load_1min": round(res["loads"][section if section == "throughput" else key], 2)})
+                     **{k: round(run.memory[k], 2)
+                        for k in ("dataset_mb", "store_before_mb", "store_peak_mb", "rss_peak_mb")
+                        if k in run.memory},
+                     "load_1min": round(res["loads"]["throughput"], 2)})
     return [{k: r.get(k, "") for k in keys} for r in rows]
 
 
 COLUMNS = {
-    "overhead": {"method": "method", "trial_s": "s per trial", "in_trial_s": "inside the trainable, s "
-                 "(Tune's time_total_s)", "outside_s": "outside it, s", "runs": "each trial, s",
-                 "near": "bare runs before and after it, s (median)",
-                 "overhead": "overhead vs the bare runs around it", "met": f"<= {TARGET:.0%}"},
-    "startup": {"method": "method", "wall": "fit wall s", "trials": "trials",
-                "first": "first trial done at, s", "startup": "start-up s (first done - its own time)",
-                "teardown": "after the last trial, s"},
+    "overhead": {"method": "method", "trial_s": "s per trial (median)", "in_trial_s": "inside the trainable, "
+                 "s (Tune's time_total_s)", "outside_s": "outside it, s", "runs": "each fit's s per trial",
+                 "near": "bare runs around them, s (median)", "pairs": "each pair's overhead",
+                 "overhead": "overhead: median of the pairs", "medians": "ratio of the medians",
+                 "met": f"<= {TARGET:.0%}"},
+    "pairs": {"round": "round", "method": "method", "load": "load (1 min) at its start",
+              "before": "bare run before, s", "trial_s": "Tune s per trial", "after": "bare run after, s",
+              "overhead": "overhead"},
+    "startup": {"method": "method", "fits": "fits", "trials": "trials per fit", "wall": "fit wall s (median)",
+                "first": "first trial done at, s (median)",
+                "startup": "start-up s (first done - its own time; median)",
+                "startups": "each fit's start-up, s",
+                "teardown": "after the last trial, s (median)"},
     "throughput": {"concurrent": "trials at once", "cpu": "CPU per trial", "trials": "trials",
                    "wall": "fit wall s", "per_min": "trials/min (whole fit)", "steady": "trials/min (steady)",
                    "in_trial": "s per trial inside the trainable (mean, after the first round)",
@@ -467,6 +547,18 @@ def _header(res: dict[str, Any], command: str, wall_s: float, ray_init_s: float,
             "wall time": f"{wall_s:.0f} s in all; Ray's own start (ray.init, {ray_init_s:.1f} s) not counted"}
 
 
+def _release_note(res: dict[str, Any]) -> str:
+    """Whether the store before each memory fit was free of the earlier fits' copies."""
+    rows = _memory_rows(res)
+    kept = [r for r in rows if r.get("store_before_mb", 0) >= 0.5 * r.get("dataset_mb", 0) > 0]
+    if not kept:
+        return ("`trial_data` frees it when its fit ends: the store before each of these fits holds no "
+                "copy of the earlier fits'.")
+    held = ", ".join(f"{r['store_before_mb']:.1f} MB" for r in kept)
+    return (f"**The store before {len(kept)} of these fits still held earlier fits' data** ({held}): "
+            "`trial_data` did not free it.")
+
+
 def report(res: dict[str, Any], out: Path, command: str, wall_s: float, ray_init_s: float,
            quick: bool) -> tuple[Path, Path]:
     """Write the Markdown report and its CSV."""
@@ -474,19 +566,26 @@ def report(res: dict[str, Any], out: Path, command: str, wall_s: float, ray_init
     worst = max(r["_over"] for r in rows[1:])
     verdict = "met" if worst <= TARGET else "**not met**"
     spread = (max(res["bare"]) - min(res["bare"])) / rows[0]["trial_s"]
+    pair_range = ", ".join(f"{r['method']} {_pct(min(p.overhead for p in pairs_of(res, k)))} to "
+                           f"{_pct(max(p.overhead for p in pairs_of(res, k)))}"
+                           for r, k in zip(rows[1:], KEYS, strict=True))
     sections = [
         ("Per-trial overhead", f"Target: what Tune and MLflow add to a trial of about 30 s is at most "
          f"{TARGET:.0%} of the bare trial. Here a bare trial takes {rows[0]['trial_s']:.1f} s and the "
-         f"largest overhead is {_pct(worst)}: {verdict}. The bare runs alone spread over {spread:.0%} of "
-         "their median on this shared machine: a difference smaller than that is noise; the time outside "
-         "the trainable is the part of Tune's cost that does not depend on the trial's speed.\n\n"
+         f"larger of the two medians of the pairs is {_pct(worst)}: {verdict}. The pairs range over "
+         f"{pair_range}, and the bare runs alone spread over {spread:.0%} of their median on this shared "
+         "machine: a difference smaller than that is noise. The time outside the trainable is the part of "
+         "Tune's cost that does not depend on the trial's speed.\n\n"
          + markdown_table(rows, COLUMNS["overhead"])),
+        ("Pairs", "Each Tune fit with the bare runs just before and just after it, in the order they ran.\n\n"
+         + markdown_table(_pair_rows(res), COLUMNS["pairs"])),
         ("Start-up, apart", markdown_table(_startup_rows(res), COLUMNS["startup"])),
         ("Throughput", f"On {res['cores']} Ray CPUs.\n\n"
          + markdown_table(_throughput_rows(res), COLUMNS["throughput"])),
         ("Memory", markdown_table(_memory_rows(res), COLUMNS["memory"]) + "\n\nThe trial data is put in the "
-         "object store once per fit (`tune.with_parameters`) and every trial maps it without a copy: the "
-         "store holds it once with one trial or two, and each trial's shared RSS is those mapped pages."),
+         "object store once per fit (`tuning.trial_data`, given to `tune.with_parameters`) and every trial "
+         "maps it without a copy: the store holds it once with one trial or two, and each trial's shared "
+         "RSS is those mapped pages. " + _release_note(res)),
         ("Method", "```\n" + (__doc__ or "").strip() + "\n```\n\nTimings are for comparison within this "
          "run: other processes share the machine (see the load averages above)."),
     ]
@@ -504,14 +603,15 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "--trial-seconds": {"type": float, "default": 30.0, "metavar": "S", "help": "calibrate the epochs so "
                         "that a bare trial takes about S seconds (default: 30)"},
     "--epochs": {"type": int, "metavar": "N", "help": "epochs per trial (instead of calibrating)"},
-    "--repeats": {"type": int, "default": 3, "metavar": "R", "help": "bare runs before, between and after "
-                  "the Tune runs, and steady trials per Tune run (default: 3)"},
+    "--repeats": {"type": int, "default": 4, "metavar": "R", "help": "rounds of a bare run, a Tune fit, "
+                  "a bare run and a Tune + MLflow fit, each fit paired with the bare runs around it "
+                  "(default: 4)"},
     "--throughput-trials": {"type": int, "default": 6, "metavar": "N", "help": "trials of each throughput "
                             "fit (default: 6)"},
     "--results-dir": {"default": "results", "metavar": "DIR", "help": "where bench_overhead.md and .csv go, "
                       "and the feature cache (default: results)"},
     "--quick": {"action": "store_true", "help": "a run of about a minute for tests: a tiny demo (or the "
-                "given data), 2 epochs, 1 repeat, 3 throughput trials"},
+                "given data), 2 epochs, 1 round, 3 throughput trials"},
 }
 
 
