@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genre_ray.models._blocks import clip_shape, conv_bn_relu
+from genre_ray.models._blocks import MaxPool1d, clip_shape, conv_bn_relu
 
 __all__ = ["CNN1D"]
 
@@ -43,7 +43,7 @@ class CNN1D(nn.Module):
             out = width * min(2**i, 4)
             layers += conv_bn_relu(channels, out, batch_norm, dims=1, kernel=kernel)
             if frames >= 2:
-                layers += [nn.MaxPool1d(2)]
+                layers += [MaxPool1d(2)]
                 frames //= 2
             channels = out
         self.features = nn.Sequential(*layers)

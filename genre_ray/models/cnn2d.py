@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genre_ray.models._blocks import clip_shape, conv_bn_relu
+from genre_ray.models._blocks import MaxPool2d, clip_shape, conv_bn_relu
 
 __all__ = ["CNN2D"]
 
@@ -38,7 +38,7 @@ class CNN2D(nn.Module):
             out = width * min(2**i, 8)
             layers += conv_bn_relu(channels, out, batch_norm)
             if bins >= 2 and frames >= 2:  # stop pooling once the map is a single row or column
-                layers += [nn.MaxPool2d(2)]
+                layers += [MaxPool2d(2)]
                 bins, frames = bins // 2, frames // 2
             channels = out
         self.features = nn.Sequential(*layers)

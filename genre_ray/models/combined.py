@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from genre_ray.models._blocks import clip_shape, conv_bn_relu
+from genre_ray.models._blocks import MaxPool2d, clip_shape, conv_bn_relu
 
 __all__ = ["Combined"]
 
@@ -81,7 +81,7 @@ class Combined(nn.Module):
             out = width * min(2**i, 4)
             layers += conv_bn_relu(channels, out, batch_norm=True)
             if height >= 2 and frames >= 2:
-                layers += [nn.MaxPool2d(2)]
+                layers += [MaxPool2d(2)]
                 height, frames = height // 2, frames // 2
             channels = out
         self.cnn = nn.Sequential(*layers)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genre_ray.models._blocks import clip_shape, conv_bn_relu
+from genre_ray.models._blocks import MaxPool2d, clip_shape, conv_bn_relu
 
 __all__ = ["CRNN"]
 
@@ -46,7 +46,7 @@ class CRNN(nn.Module):
             pool_f = 2 if bins >= 2 else 1
             pool_t = 2 if i == 0 and frames >= 8 else 1  # keep the time axis long for the GRU
             if pool_f > 1 or pool_t > 1:
-                layers += [nn.MaxPool2d((pool_f, pool_t))]
+                layers += [MaxPool2d((pool_f, pool_t))]
                 bins, frames = bins // pool_f, frames // pool_t
             channels = out
         self.features = nn.Sequential(*layers)
