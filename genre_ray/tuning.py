@@ -254,8 +254,11 @@ def trial_data(data: dict[str, Any]) -> Iterator[Any]:
 
 def _unpin(ref: Any) -> int:
     """Remove what Tune's ``with_parameters`` left holding ``ref``; returns the pins removed."""
+    import ray
     import ray._private.worker as worker
 
+    if not ray.is_initialized():  # Ray went down with the fit: nothing of it is left to free
+        return 0
     hooks = worker._post_init_hooks
     hooks[:] = [h for h in hooks if not holds(h, ref)]
     gc.collect()  # handles in collectable cycles (a Tuner that failed) are not pins

@@ -21,7 +21,6 @@ from genre_ray.bench.overhead import (
     overhead,
     overhead_rows,
     overrides_for,
-    slots,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +32,6 @@ def test_the_subcommand_is_registered() -> None:
 
 
 def test_one_at_a_time_trials_are_timed_between_completions() -> None:
-    assert slots([7.0, 3.0, 5.5]) == [2.5, 1.5]
     # Trials of 2 s after a first one; the driver got trials b and c in one go (c's gap is 0).
     run = TuneRun("t", 1, 1.0, {"a": 12.0, "b": 16.0, "c": 16.0}, wall_s=16.5,
                   in_trial={"a": 3.0, "b": 1.8, "c": 1.9})

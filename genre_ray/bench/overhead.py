@@ -46,7 +46,8 @@ from typing import Any
 
 from genre_ray.bench import command_line, load_average, machine_summary, markdown_table, write_report
 
-__all__ = ["TuneRun", "dataset_bytes", "fixed_config", "object_store_used", "run_overhead_bench", "slots"]
+__all__ = ["Pair", "TuneRun", "dataset_bytes", "fixed_config", "object_store_used", "overhead",
+           "run_overhead_bench"]
 
 log = logging.getLogger("genre_ray.bench")
 
@@ -68,12 +69,6 @@ QUICK: dict[str, Any] = {
 
 
 # ---------------------------------------------------------------- measurements (pure)
-
-def slots(done: list[float]) -> list[float]:
-    """Per-trial times of trials run one at a time: the gaps between consecutive completions."""
-    ordered = sorted(done)
-    return [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
-
 
 @dataclass
 class TuneRun:
