@@ -26,6 +26,7 @@ import yaml
 
 from genre_ray._checks import (Checker, ConfigError, Dist, _Bad, _bool, _err, _num, _optional,
                                _searchable, _str, _str_list, _type_name, _UNSET)
+from genre_ray.features import pretrained  # the catalogue only: no torch
 from genre_ray.models import CLASSICAL, FAMILY, REGISTRY, accepts  # names only: no torch
 from genre_ray.storage import is_uri
 
@@ -105,6 +106,9 @@ _SCHEMA: dict[str, Any] = {
         "mfcc_deltas": (_num(0, 2, integer=True), 0),  # 1: + deltas, 2: + deltas and delta-deltas
         "n_contrast_bands": (_num(1, 8, integer=True), 6),
         "waveform_rate": (_num(1000, 48000, integer=True), 8000),  # raw waveform kind: resampled to this
+        # pretrained kinds (musicnn_msd, ...): which layer, and how a clip's 3-s patches are pooled
+        "embedding_layer": (_str(pretrained.LAYERS), "all"),
+        "embedding_pool": (_str(pretrained.POOLS), "mean"),
         "cache_dir": (_str(optional=True), None),  # default: <results_dir>/cache
         "batch_files": (_num(1, 4096, integer=True), 8),
         # A longer song is represented by this many clips spread evenly over it, and only those
@@ -455,6 +459,14 @@ def _check_data(clean: dict[str, Any], file: str) -> None:
         if data[key] and not Path(data[key]).expanduser().is_file():
             raise _err(file, f"data.{key}", "must be an existing file", data[key])
     _check_kinds(clean, file)
+    for kind in _listed(f["kind"]):
+        if kind in pretrained.NETWORKS:
+            problem = pretrained.layer_error(kind, f["embedding_layer"])
+            if problem:
+                raise _err(file, "features.embedding_layer", problem, f["embedding_layer"])
+            if f["clip_seconds"] < pretrained.MIN_CLIP_SECONDS:
+                raise _err(file, "features.clip_seconds", f"must be at least {pretrained.MIN_CLIP_SECONDS} for "
+                           f"{kind} (its network reads 3-s patches)", f["clip_seconds"])
     top = 200.0 * 2 ** (f["n_contrast_bands"] - 1)  # librosa's lowest band edge is 200 Hz
     if "contrast" in _listed(f["kind"]) and top >= f["sample_rate"] / 2:
         raise _err(file, "features.n_contrast_bands", f"puts the top contrast band ({top:g} Hz) at or above "

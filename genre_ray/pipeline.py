@@ -39,6 +39,7 @@ from genre_ray import storage
 from genre_ray.data.audio import AudioError, decode_clips
 from genre_ray.data.collection import SKIPPED_COLUMNS
 from genre_ray.features import FeatureSettings, compute_features
+from genre_ray.features.spectral import PRETRAINED_KINDS
 
 __all__ = ["CACHE_VERSION", "FeatureTable", "cache_key", "clip_features", "content_hashes", "featurize",
            "featurize_batch"]
@@ -161,6 +162,38 @@ def featurize_batch(batch: dict[str, np.ndarray], settings: dict[str, Any]) -> p
     for kind, arr in clip_features(np.concatenate(waves), s).items():
         columns[kind] = _to_binary(arr)
     return pa.table(columns)
+
+
+class PretrainedFeaturizer:
+    """Ray Data actor UDF for settings with a pretrained kind: :func:`featurize_batch` with the
+    networks loaded once, when the actor starts (on its GPU when it was given one)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from genre_ray.features import pretrained
+        from genre_ray.features.spectral import _device
+
+        self.settings = settings
+        for kind in settings["kinds"]:
+            if kind in PRETRAINED_KINDS:
+                pretrained.load_network(kind, str(_device()))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        return featurize_batch(batch, self.settings)
+
+
+def _map_args(settings: FeatureSettings, per_task: int, tasks: int) -> dict[str, Any]:
+    """How the featurizing map runs: tasks of 1 CPU; with a pretrained kind, a pool of actors that
+    each load the networks once, one per GPU of the cluster when it has any, else one per CPU."""
+    import ray
+
+    args: dict[str, Any] = {"batch_size": per_task, "batch_format": "numpy"}
+    if not set(settings.kinds) & set(PRETRAINED_KINDS):
+        return {**args, "fn_kwargs": {"settings": settings.as_dict()}, "num_cpus": 1}
+    resources = ray.cluster_resources() if ray.is_initialized() else {}
+    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", os.cpu_count() or 1)))
+    size = max(1, min(tasks, gpus or cpus))
+    return {**args, "fn_constructor_kwargs": {"settings": settings.as_dict()},
+            "compute": ray.data.ActorPoolStrategy(size=size), "num_cpus": 1, "num_gpus": 1 if gpus else 0}
 
 
 def _load(store: _Store, path: str, settings: FeatureSettings, manifest: pd.DataFrame) -> FeatureTable:
@@ -362,8 +395,8 @@ def _compute(manifest: pd.DataFrame, settings: FeatureSettings, store: _Store, f
     published = False
     try:
         ds = ray.data.from_items(items, override_num_blocks=tasks)
-        ds = ds.map_batches(featurize_batch, batch_size=per_task, batch_format="numpy",
-                            fn_kwargs={"settings": settings.as_dict()}, num_cpus=1)
+        udf = PretrainedFeaturizer if set(settings.kinds) & set(PRETRAINED_KINDS) else featurize_batch
+        ds = ds.map_batches(udf, **_map_args(settings, per_task, tasks))
         # This dataset's own context (a copy made by from_items), so the global one is untouched.
         # Operator reservation splits CPUs between operators; here map and write are fused into
         # one, and while the cluster size is still unknown (the first ~1 s of every run) the
@@ -393,7 +426,8 @@ def _stage_seconds(ds: Any) -> dict[str, float]:
     try:
         for op in ds.get_stats_summary().operators_stats:
             stages = op.stage_time or []
-            if op.operator_name.startswith("MapBatches(featurize_batch)->Write") and len(stages) >= 2:
+            if op.operator_name.startswith(("MapBatches(featurize_batch)->Write",
+                                            "MapBatches(PretrainedFeaturizer)->Write")) and len(stages) >= 2:
                 return {"task_featurize_s": float(stages[0].sum), "task_write_s": float(stages[1].sum)}
     except Exception as exc:  # noqa: BLE001 - timing is a report, never a reason to fail
         log.debug("no per-stage timing from Ray Data: %s", exc)

@@ -87,6 +87,7 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
         f"{info['test_songs']} songs** ({info['test_clips']} clips; clip-level accuracy "
         f"{t['clip_acc']:.4f}). A majority-class guess scores {info['baseline']['acc']:.4f} on the "
         "same songs.",
+        *_zero_shot_lines(info.get("zero_shot")),
         "",
         "## Best configuration",
         "",
@@ -107,6 +108,15 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _zero_shot_lines(zs: dict[str, Any] | None) -> list[str]:
+    if not zs:
+        return []
+    return ["", f"Zero-shot baseline (no training: the {zs['kind']} network's own genre tags, mapped by "
+            f"`{Path(zs['mapping']).name}` onto {len(zs['classes_covered'])} of the classes: "
+            f"{', '.join(zs['classes_covered'])}): song accuracy {zs['test_acc']:.4f} on the same "
+            f"{zs['test_songs']} test songs, {zs['val_acc']:.4f} on {zs['val_songs']} validation songs."]
 
 
 def _disk_line(disk: dict[str, Any]) -> str:

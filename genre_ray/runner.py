@@ -291,7 +291,9 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
         best_so_far_png(summary["leaderboard"], cfg.search["metric"], cfg.mode, out_dir / "best_so_far.png")
         summary["tracker"].finish_parent(
             {f"best_{cfg.search['metric']}": summary["best_val"], "test_songs": summary["test_songs"],
-             **{f"test_song_{k}": v for k, v in summary["test"].items()}},
+             **{f"test_song_{k}": v for k, v in summary["test"].items()},
+             **({"zero_shot_val_song_acc": summary["zero_shot"]["val_acc"],
+                 "zero_shot_test_song_acc": summary["zero_shot"]["test_acc"]} if summary.get("zero_shot") else {})},
             {"best_trial": summary["leaderboard"].loc[0, "trial_id"]},
             [out_dir / f for f in ("leaderboard.csv", "summary.md", "confusion_matrix.png", "splits.csv",
                                    "data_report.csv", "classes.csv", "param_importances.csv",
@@ -369,6 +371,13 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
     best = _best_with_checkpoint(board, by_trial, metric, cfg.mode)
     summary = _finish(cfg, task.name, best, board, arrays, tracker, out_dir, sid, promote,
                       table.info["cache_key"])
+    summary["zero_shot"] = zs = zero_shot(cfg, arrays)
+    if zs is not None:  # a row of its own below the trials: it needs no training, so it is never chosen
+        row = {"rank": len(board) + 1, "trial_id": f"zero-shot ({zs['kind']} tags)", f"best_{metric}":
+               zs["val_acc"] if metric == "val_song_acc" else np.nan, "stopped": "no training",
+               "model.name": "zero-shot", "features.kind": zs["kind"]}
+        pd.concat([board, pd.DataFrame([row])], ignore_index=True).to_csv(out_dir / "leaderboard.csv",
+                                                                          index=False)
     summary.update(
         leaderboard=board, metric=metric, split_table=split_table, split_method=how, task=task.name, split_id=sid,
         tracker=tracker,
@@ -517,6 +526,41 @@ def _feature_tag(cfg: SearchConfig, kind: str) -> str:
     if kind in ("table", "image"):  # read from the source, not computed from audio
         return str({"kind": kind, **({"image_size": cfg.features["image_size"]} if kind == "image" else {})})
     return str(FeatureSettings.from_config(cfg.features, kinds=(kind,)).as_dict())
+
+
+#: The genre mapping the zero-shot row uses when the YAML names none (data.mapping).
+DEFAULT_MAPPING = Path(__file__).resolve().parents[1] / "search_spaces" / "mappings" / "gtzan10.yaml"
+
+
+def zero_shot(cfg: SearchConfig, arrays: dict[str, Any]) -> dict[str, Any] | None:
+    """The pretrained tagger's own answer, scored on the validation and test songs (no training).
+
+    Needs a Million Song Dataset kind whose layer holds the taggram, and a genre mapping
+    (``data.mapping``, else the shipped GTZAN mapping) that sends at least one tag to one of the
+    task's classes; otherwise None.
+    """
+    from genre_ray.features.pretrained.zeroshot import TAGGRAM_KINDS, tag_classes, taggram_columns, zero_shot_probs
+
+    kind = next((k for k in cfg.feature_kinds if k in TAGGRAM_KINDS), None)
+    cols = taggram_columns(kind, cfg.features["embedding_layer"]) if kind else None
+    mapping = cfg.data["mapping"] or (DEFAULT_MAPPING if DEFAULT_MAPPING.is_file() else None)
+    if kind is None or cols is None or mapping is None:
+        return None
+    classes = arrays["classes"]
+    matrix = tag_classes(kind, classes, mapping)
+    if not matrix.any():
+        return None
+    folds = arrays["trial"][kind]
+    folds = folds if isinstance(folds, list) else [folds]
+    val_y = np.concatenate([f.y_val_song for f in folds])
+    val_p = np.concatenate([zero_shot_probs(f.x_val[:, cols], f.val_song, len(f.y_val_song), matrix) for f in folds])
+    test = arrays["test"][kind]
+    test_p = zero_shot_probs(test["x"][:, cols], test["song"], len(test["y_song"]), matrix)
+    covered = [c for c, used in zip(classes, matrix.any(axis=0), strict=True) if used]
+    return {"kind": kind, "mapping": str(mapping), "classes_covered": covered,
+            "val_acc": classification_scores(val_y, val_p)["acc"], "val_songs": int(len(val_y)),
+            "test_acc": classification_scores(test["y_song"], test_p)["acc"],
+            "test_songs": int(len(test["y_song"]))}
 
 
 def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays: dict[str, Any],

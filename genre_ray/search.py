@@ -145,6 +145,11 @@ def _print_report(s: dict[str, Any]) -> None:
     print()
     print(f"Best trial on the TEST split ({s['test_songs']} songs, scored once): song accuracy {t['acc']:.4f}, "
           f"macro-F1 {t['f1']:.4f}; majority-class baseline {s['baseline']['acc']:.4f}")
+    zs = s.get("zero_shot")
+    if zs:
+        print(f"Zero-shot {zs['kind']} tags (no training, {len(zs['classes_covered'])} classes mapped): test song "
+              f"accuracy {zs['test_acc']:.4f} ({zs['test_songs']} songs), validation {zs['val_acc']:.4f} "
+              f"({zs['val_songs']} songs)")
     reg = s.get("registered")
     if reg:
         print(f"Registered {reg['name']} v{reg['version']} as @{reg['alias']}: {reg['reason']}")

@@ -4,9 +4,11 @@ Both searches run on the same collection (the demo, a folder-per-genre collectio
 table) with the same song-level split (and the same folds with ``--folds``), so their test songs
 are the same songs; the split's identity is checked. The SVM searches ``svm.yaml`` (C and gamma
 of an RBF SVM) on the 57 GTZAN table features computed from the audio, or on the table's own
-columns; the zoo searches every architecture and feature variant of ``zoo.yaml``. Each best
-model is scored once on the test songs. The verdict compares song-level test accuracy, with
-validation scores and the number of songs beside it.
+columns; the zoo searches every architecture and feature variant of ``zoo.yaml``; on audio, the
+same zoo also runs without the pretrained kinds (``zoo_scratch``: every model learns from scratch),
+and ``embeddings.yaml`` searches heads on the pretrained networks' embeddings. Each best model is
+scored once on the test songs. The verdicts compare song-level test accuracy, with validation
+scores and the number of songs beside it.
 
 Runs go to ``RESULTS_DIR/bench_zoo_runs/`` with their own MLflow store, so a benchmark never
 moves the champion of a real task.
@@ -34,6 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "GTZAN features layout); default: the demo collection")
     p.add_argument("--zoo", default=str(ROOT / "search_spaces" / "zoo.yaml"), help="the zoo search space")
     p.add_argument("--svm", default=str(ROOT / "search_spaces" / "svm.yaml"), help="the SVM search space")
+    p.add_argument("--embeddings", default=str(ROOT / "search_spaces" / "embeddings.yaml"),
+                   help="the pretrained-embedding search space, on audio only ('none': leave it out)")
+    p.add_argument("--no-scratch", action="store_true", help="leave out the zoo without its pretrained kinds")
+    p.add_argument("--embeddings-samples", type=int, metavar="N", help="trials of the embedding search "
+                   "(default: the YAML's)")
     p.add_argument("--zoo-samples", type=int, metavar="N", help="trials of the zoo (default: the YAML's)")
     p.add_argument("--svm-samples", type=int, metavar="N", help="trials of the SVM (default: the YAML's)")
     p.add_argument("--folds", type=int, metavar="K", help="k-fold cross-validation over the non-test songs, "
@@ -60,12 +67,33 @@ def _overrides(args: argparse.Namespace, runs: Path, which: str) -> dict[str, An
         out["task"] = f"bench-{_task_name(str(Path(args.data).with_suffix('')))}"
     if args.folds:
         out["split.folds"] = args.folds
-    samples = args.zoo_samples if which == "zoo" else args.svm_samples
+    samples = {"zoo": args.zoo_samples, "zoo_scratch": args.zoo_samples, "svm": args.svm_samples,
+               "embeddings": args.embeddings_samples}[which]
     if samples:
         out["search.num_samples"] = samples
-    if args.max_epochs and which == "zoo":
+    if which == "zoo_scratch":
+        out["features.kind"] = {"choice": _scratch_kinds(args.zoo)}
+    if args.max_epochs and which.startswith("zoo"):
         out["search.max_epochs"] = args.max_epochs
     return out
+
+
+def _scratch_kinds(zoo: str) -> list[str]:
+    """The zoo's feature kinds without the pretrained networks' embeddings."""
+    import yaml
+
+    from genre_ray.features.pretrained import NETWORKS
+
+    kind = (yaml.safe_load(Path(zoo).read_text(encoding="utf-8")).get("features") or {}).get("kind")
+    kinds = kind["choice"] if isinstance(kind, dict) and "choice" in kind else [kind or "logmel"]
+    return [k for k in kinds if k not in NETWORKS] or ["logmel"]
+
+
+def _verdict(what: str, a: dict[str, Any], b: dict[str, Any], b_name: str, folds: int | None) -> str:
+    margin = a["test_song_acc"] - b["test_song_acc"]
+    return (f"{what} **{'beats' if margin > 0 else 'does not beat'}** {b_name} on the same {a['test_songs']} "
+            f"test songs: test song accuracy {a['test_song_acc']:.4f} against {b['test_song_acc']:.4f} "
+            f"({margin:+.4f}); split `{a['split_id']}`" + (f", {folds}-fold cross-validation for all" if folds else ""))
 
 
 def _row(which: str, summary: dict[str, Any], wall: float) -> dict[str, Any]:
@@ -87,7 +115,13 @@ def run_cli(args: argparse.Namespace) -> int:
     results = Path(args.results_dir).expanduser()
     runs = (results / "bench_zoo_runs").resolve()
     rows = []
-    for which, space in (("svm", args.svm), ("zoo", args.zoo)):
+    audio = not (args.data and Path(args.data).suffix.lower() == ".csv")
+    searches = [("svm", args.svm), ("zoo", args.zoo)]
+    if audio and not args.no_scratch:
+        searches.append(("zoo_scratch", args.zoo))
+    if audio and args.embeddings != "none":
+        searches.append(("embeddings", args.embeddings))
+    for which, space in searches:
         try:
             cfg = load_config(space, _overrides(args, runs, which))
         except ConfigError as exc:
@@ -102,15 +136,20 @@ def run_cli(args: argparse.Namespace) -> int:
         rows.append(_row(which, summary, time.perf_counter() - t0))
         log.info("%s: best %s on %s, test song accuracy %.4f on %d songs", which, rows[-1]["best_model"],
                  rows[-1]["features"], rows[-1]["test_song_acc"], rows[-1]["test_songs"])
-    svm, zoo = rows
-    if svm["split_id"] != zoo["split_id"]:
-        print(f"error: the two searches were tested on different splits ({svm['split_id']} vs {zoo['split_id']})")
+    by = {r["search"]: r for r in rows}
+    svm, zoo = by["svm"], by["zoo"]
+    if len({r["split_id"] for r in rows}) > 1:
+        print("error: the searches were tested on different splits ("
+              + ", ".join(f"{r['search']} {r['split_id']}" for r in rows) + ")")
         return 1
-    margin = zoo["test_song_acc"] - svm["test_song_acc"]
-    verdict = (f"the zoo's best model **{'beats' if margin > 0 else 'does not beat'}** the tuned SVM on the "
-               f"same {zoo['test_songs']} test songs: test song accuracy {zoo['test_song_acc']:.4f} against "
-               f"{svm['test_song_acc']:.4f} ({margin:+.4f}); split `{zoo['split_id']}`"
-               + (f", {args.folds}-fold cross-validation for both" if args.folds else ""))
+    verdicts = [_verdict("the zoo's best model", zoo, svm, "the tuned SVM", args.folds)]
+    if "embeddings" in by:
+        emb = by["embeddings"]
+        verdicts.append(_verdict("the best embedding model", emb, svm, "the tuned SVM", args.folds))
+        if "zoo_scratch" in by:
+            verdicts.append(_verdict("the best embedding model", emb, by["zoo_scratch"],
+                                     "the from-scratch zoo", args.folds))
+    verdict = "\n".join(f"- {v}" for v in verdicts)
     columns = {"search": "search", "best_model": "best model", "features": "features", "aggregation":
                "song aggregation", "trials": "trials", "best_val": "best validation song acc",
                "test_song_acc": "test song acc", "test_song_bacc": "test balanced acc", "test_song_f1":
@@ -119,8 +158,8 @@ def run_cli(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else results / f"{name}.md"
     header = {**machine_summary(("ray", "torch", "optuna", "scikit-learn")), "command": f"`{command_line()}`",
               "data": args.data or "the demo collection", "date": time.strftime("%Y-%m-%d %H:%M")}
-    write_report(out, "Zoo against a tuned SVM", header,
-                 [("Verdict", verdict), ("Both searches", markdown_table(rows, columns)),
+    write_report(out, "Zoo and pretrained embeddings against a tuned SVM", header,
+                 [("Verdict", verdict), ("The searches", markdown_table(rows, columns)),
                   ("How to read it", "Each search's best trial (by validation) was scored once on the test songs. "
                    "With few test songs one song moves the accuracy by 1/songs; read the margin against that.")],
                  rows)

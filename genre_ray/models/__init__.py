@@ -43,6 +43,8 @@ FAMILY: dict[str, str] = {
     "logmel": "spectrogram", "stft": "spectrogram", "mfcc": "spectrogram", "chroma": "spectrogram",
     "contrast": "spectrogram", "stacked": "stacked", "image": "spectrogram",
     "stats": "vector", "gtzan57": "vector", "table": "vector", "waveform": "waveform",
+    # pretrained networks' clip embeddings (genre_ray.features.pretrained)
+    "musicnn_msd": "vector", "musicnn_mtt": "vector", "vgg_msd": "vector", "vgg_mtt": "vector",
 }
 
 #: The input families each model accepts; the config refuses any other pairing before a search.

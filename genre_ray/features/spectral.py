@@ -23,9 +23,14 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
+from genre_ray.features import pretrained
+
 __all__ = ["FEATURE_KINDS", "GTZAN57_COLUMNS", "FeatureSettings", "compute_features"]
 
-FEATURE_KINDS = ("logmel", "stft", "mfcc", "chroma", "contrast", "stacked", "stats", "gtzan57", "waveform")
+#: The pretrained networks' embeddings (see :mod:`genre_ray.features.pretrained`).
+PRETRAINED_KINDS = tuple(pretrained.NETWORKS)
+FEATURE_KINDS = ("logmel", "stft", "mfcc", "chroma", "contrast", "stacked", "stats", "gtzan57", "waveform",
+                 *PRETRAINED_KINDS)
 
 _GTZAN_SERIES = ("chroma_stft", "rms", "spectral_centroid", "spectral_bandwidth", "rolloff",
                  "zero_crossing_rate", "harmony", "perceptr")
@@ -42,6 +47,7 @@ _INGREDIENTS = {
     "logmel": ("logmel",), "stft": ("stft",), "mfcc": ("logmel", "mfcc"), "chroma": ("chroma",),
     "contrast": ("contrast",), "stacked": ("logmel", "mfcc", "chroma", "stacked"),
     "stats": ("logmel", "mfcc", "stats"), "gtzan57": ("gtzan57",), "waveform": ("waveform",),
+    **{kind: (kind,) for kind in PRETRAINED_KINDS},
 }
 _SPECTRAL = frozenset({"logmel", "stft", "chroma", "contrast"})
 _CONTRAST_FMIN = 200.0  # librosa.feature.spectral_contrast's default
@@ -54,7 +60,9 @@ class FeatureSettings:
 
     ``mfcc_deltas`` (0, 1 or 2) appends delta and delta-delta rows to ``mfcc`` (and to the MFCC part
     of ``stacked``); ``n_contrast_bands`` is the number of octave bands of ``contrast``;
-    ``waveform_rate`` is the sample rate of ``waveform``.
+    ``waveform_rate`` is the sample rate of ``waveform``. ``embedding_layer`` and
+    ``embedding_pool`` choose the layer of a pretrained kind and how a clip's 3-s patches are pooled
+    (:mod:`genre_ray.features.pretrained`).
     """
 
     kinds: tuple[str, ...] = ("logmel",)
@@ -73,6 +81,8 @@ class FeatureSettings:
     mfcc_deltas: int = 0
     n_contrast_bands: int = 6
     waveform_rate: int = 8000
+    embedding_layer: str = "all"
+    embedding_pool: str = "mean"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", tuple(self.kinds))  # a list (from JSON) would not hash
@@ -83,6 +93,17 @@ class FeatureSettings:
             raise ValueError(f"mfcc_deltas: must be 0, 1 or 2, got {self.mfcc_deltas}")
         if self.waveform_rate <= 0:
             raise ValueError(f"waveform_rate: must be positive, got {self.waveform_rate}")
+        for kind in set(self.kinds) & set(PRETRAINED_KINDS):
+            problem = pretrained.layer_error(kind, self.embedding_layer)
+            if problem:
+                raise ValueError(f"embedding_layer: {problem}, got {self.embedding_layer!r}")
+        if self.embedding_pool not in pretrained.POOLS:
+            raise ValueError(f"embedding_pool: must be one of {', '.join(pretrained.POOLS)}, got "
+                             f"{self.embedding_pool!r}")
+        if set(self.kinds) & set(PRETRAINED_KINDS) and self.clip_seconds < pretrained.MIN_CLIP_SECONDS:
+            raise ValueError(f"clip_seconds: the pretrained kinds need clips of at least "
+                             f"{pretrained.MIN_CLIP_SECONDS} s (one 3-s patch of 187 frames at 16 kHz), got "
+                             f"{self.clip_seconds}")
         if "contrast" in self.kinds:
             top = _CONTRAST_FMIN * 2.0 ** (self.n_contrast_bands - 1)
             if self.n_contrast_bands < 1 or top >= self.sample_rate / 2:
@@ -146,6 +167,8 @@ class FeatureSettings:
             return (len(GTZAN57_COLUMNS),)
         if kind == "waveform":
             return 1, self.waveform_samples
+        if kind in PRETRAINED_KINDS:
+            return (pretrained.embedding_dim(kind, self.embedding_layer, self.embedding_pool),)
         raise ValueError(f"unknown feature kind {kind!r}; valid kinds: {', '.join(FEATURE_KINDS)}")
 
     def as_dict(self) -> dict[str, Any]:
@@ -301,6 +324,20 @@ def _waveform(x: torch.Tensor, s: FeatureSettings) -> torch.Tensor:
     return y.unsqueeze(1)
 
 
+def _device() -> torch.device:
+    """Where the pretrained networks run: the GPU when this process may use one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _embeddings(x: torch.Tensor, s: FeatureSettings) -> dict[str, torch.Tensor]:
+    """Every pretrained kind asked for, from one resampling of the clips to 16 kHz."""
+    rate = pretrained.SAMPLE_RATE
+    y = x if s.sample_rate == rate else AF.resample(x, s.sample_rate, rate)
+    y = y.to(_device())
+    return {kind: pretrained.embed(y, kind, s.embedding_layer, s.embedding_pool).float().cpu()
+            for kind in s.kinds if kind in PRETRAINED_KINDS}
+
+
 @torch.inference_mode()
 def compute_features(clips: np.ndarray | torch.Tensor, settings: FeatureSettings) -> dict[str, np.ndarray]:
     """Features of a batch of equal-length clips.
@@ -352,4 +389,6 @@ def compute_features(clips: np.ndarray | torch.Tensor, settings: FeatureSettings
         parts["gtzan57"] = _gtzan57(x, spec if _gtzan_shares_stft(s) else None, s, f)
     if "waveform" in need:
         parts["waveform"] = _waveform(x, s)
+    if need & set(PRETRAINED_KINDS):
+        parts.update(_embeddings(x, s))
     return {k: parts[k].numpy() for k in s.kinds}
