@@ -198,6 +198,8 @@ _MODEL_PARAMS: dict[str, dict[str, tuple[Checker, Any]]] = {
         "downsample": (_int(1, 64), 4), "dropout": _DROPOUT},
     "combined": {"width": (_int(4, 128), 8), "conv_depth": (_int(1, 5), 2),
         "rnn_hidden": (_int(8, 512), 32), "dropout": _DROPOUT},
+    "pretrained": {"backbone": (_searchable(_str(tuple(pretrained.NETWORKS))), "musicnn_msd"),
+        "finetune": (_searchable(_str(("frozen", "last", "all"))), "last"), "dropout": (_DROPOUT[0], 0.3)},
     "svm": {"C": (_searchable(_num(0.0, None, lo_open=True)), 1.0),
         "gamma": (_searchable(_num(0.0, None)), 0.0),  # 0: "scale"
         "kernel": (_searchable(_str(("rbf", "linear", "poly", "sigmoid"))), "rbf")},
@@ -464,6 +466,7 @@ def _check_data(clean: dict[str, Any], file: str) -> None:
             problem = pretrained.layer_error(kind, f["embedding_layer"])
             if problem:
                 raise _err(file, "features.embedding_layer", problem, f["embedding_layer"])
+        if kind in (*pretrained.NETWORKS, "musicnn_mel"):
             if f["clip_seconds"] < pretrained.MIN_CLIP_SECONDS:
                 raise _err(file, "features.clip_seconds", f"must be at least {pretrained.MIN_CLIP_SECONDS} for "
                            f"{kind} (its network reads 3-s patches)", f["clip_seconds"])

@@ -300,7 +300,10 @@ def build(data: TrialData, plan: TrialPlan, groups: dict[str, Any] | None = None
     if plan.model == "combined":  # its branches split the stacked rows into their feature groups
         params["groups"] = tuple((groups or {}).get(plan.kind) or ()) or None
     net = build_model(plan.model, len(data.classes), data.input_shape, **params)
-    return Standardized(net, data.mean, data.std, aggregation=plan.train.get("aggregation", "mean"),
+    mean, std = data.mean, data.std
+    if getattr(net, "raw_input", False):  # a pretrained backbone normalises its own input
+        mean, std = np.zeros_like(mean), np.ones_like(std)
+    return Standardized(net, mean, std, aggregation=plan.train.get("aggregation", "mean"),
                         n_classes=len(data.classes))
 
 

@@ -20,7 +20,7 @@ from genre_ray.models.classical import (
 
 #: A tiny per-clip input shape for each input family.
 SHAPES: dict[str, tuple[int, ...]] = {"spectrogram": (40, 32), "stacked": (40, 32), "vector": (57,),
-                                      "waveform": (1, 800)}
+                                      "waveform": (1, 800), "pretrained_input": (96, 187)}
 #: Hyperparameters a model needs for a family beyond its defaults.
 EXTRA: dict[tuple[str, str], dict[str, Any]] = {("combined", "stacked"): {"groups": (24, 10, 6)}}
 

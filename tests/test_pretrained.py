@@ -208,3 +208,40 @@ def test_pretrained_kind_through_the_pipeline(tmp_path: Path, ray_session: objec
     assert len(table.clips) == 2 + 1 + 1  # 7 s -> 2 clips, 1.2 s and 4 s -> 1 each
     again = pipeline.featurize(manifest, settings, tmp_path / "cache", batch_files=2)
     assert again.cache_hit and np.array_equal(again.features["musicnn_msd"], emb)
+
+
+@pytest.mark.parametrize("finetune", ["frozen", "last", "all"])
+def test_pretrained_model_trains_what_finetune_says(finetune: str) -> None:
+    from genre_ray.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("pretrained", n_classes=3, input_shape=(96, 187), backbone="musicnn_mtt",
+                        finetune=finetune)
+    trainable = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone")}
+    assert trainable == {"frozen": set(), "last": {"bn_pool", "dense", "bn_dense"},
+                         "all": {n.split(".")[1] for n, _ in model.named_parameters() if n.startswith("backbone")}}[finetune]
+    before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    x = torch.from_numpy(_reference()["inputs"][:3]).transpose(1, 2)
+    model.train()
+    assert not model.backbone.training  # pretrained batch-norm statistics are kept
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2])).backward()
+    opt.step()
+    moved = {n.split(".")[0] for n, p in model.backbone.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == {"frozen": set(), "last": {"bn_pool", "dense", "bn_dense"}, "all": moved | {"timbral"}}[finetune]
+    # the backbone starts from the shipped weights: its embedding is the port's penultimate layer
+    fresh = build_model("pretrained", n_classes=3, input_shape=(96, 187), backbone="musicnn_mtt").eval()
+    with torch.inference_mode():
+        pen = fresh.embed(x)
+    assert np.abs(pen.numpy() - _reference()["MTT_musicnn/penultimate"][:3]).max() < TOL
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_embeddings_on_the_gpu_match_the_cpu() -> None:
+    audio = torch.from_numpy((0.1 * np.random.default_rng(2).standard_normal((4, 48000))).astype(np.float32))
+    cpu = embed(audio, "musicnn_msd", "all")
+    gpu = embed(audio.cuda(), "musicnn_msd", "all")
+    assert gpu.device.type == "cuda"
+    # TF32 convolutions on the GPU round differently from the CPU's float32
+    assert (gpu.cpu() - cpu).abs().max() < 1e-2 * max(1.0, float(cpu.abs().max()))

@@ -30,6 +30,7 @@ __all__ = ["SUBCOMMANDS", "Timing", "command_line", "load_average", "machine_sum
 
 #: Subcommand name -> module under ``genre_ray.bench``.
 SUBCOMMANDS: dict[str, str] = {
+    "embed": "genre_ray.bench.embed",
     "featurize": "genre_ray.bench.featurize",
     "overhead": "genre_ray.bench.overhead",
     "search": "genre_ray.bench.search",

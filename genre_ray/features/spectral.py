@@ -30,7 +30,9 @@ __all__ = ["FEATURE_KINDS", "GTZAN57_COLUMNS", "FeatureSettings", "compute_featu
 #: The pretrained networks' embeddings (see :mod:`genre_ray.features.pretrained`).
 PRETRAINED_KINDS = tuple(pretrained.NETWORKS)
 FEATURE_KINDS = ("logmel", "stft", "mfcc", "chroma", "contrast", "stacked", "stats", "gtzan57", "waveform",
-                 *PRETRAINED_KINDS)
+                 *PRETRAINED_KINDS, "musicnn_mel")
+#: Kinds computed from the clip resampled to the networks' 16 kHz, in 3-s patches.
+_AT_16K = (*PRETRAINED_KINDS, "musicnn_mel")
 
 _GTZAN_SERIES = ("chroma_stft", "rms", "spectral_centroid", "spectral_bandwidth", "rolloff",
                  "zero_crossing_rate", "harmony", "perceptr")
@@ -47,7 +49,7 @@ _INGREDIENTS = {
     "logmel": ("logmel",), "stft": ("stft",), "mfcc": ("logmel", "mfcc"), "chroma": ("chroma",),
     "contrast": ("contrast",), "stacked": ("logmel", "mfcc", "chroma", "stacked"),
     "stats": ("logmel", "mfcc", "stats"), "gtzan57": ("gtzan57",), "waveform": ("waveform",),
-    **{kind: (kind,) for kind in PRETRAINED_KINDS},
+    **{kind: (kind,) for kind in _AT_16K},
 }
 _SPECTRAL = frozenset({"logmel", "stft", "chroma", "contrast"})
 _CONTRAST_FMIN = 200.0  # librosa.feature.spectral_contrast's default
@@ -100,7 +102,7 @@ class FeatureSettings:
         if self.embedding_pool not in pretrained.POOLS:
             raise ValueError(f"embedding_pool: must be one of {', '.join(pretrained.POOLS)}, got "
                              f"{self.embedding_pool!r}")
-        if set(self.kinds) & set(PRETRAINED_KINDS) and self.clip_seconds < pretrained.MIN_CLIP_SECONDS:
+        if set(self.kinds) & set(_AT_16K) and self.clip_seconds < pretrained.MIN_CLIP_SECONDS:
             raise ValueError(f"clip_seconds: the pretrained kinds need clips of at least "
                              f"{pretrained.MIN_CLIP_SECONDS} s (one 3-s patch of 187 frames at 16 kHz), got "
                              f"{self.clip_seconds}")
@@ -169,6 +171,8 @@ class FeatureSettings:
             return 1, self.waveform_samples
         if kind in PRETRAINED_KINDS:
             return (pretrained.embedding_dim(kind, self.embedding_layer, self.embedding_pool),)
+        if kind == "musicnn_mel":
+            return 96, 187
         raise ValueError(f"unknown feature kind {kind!r}; valid kinds: {', '.join(FEATURE_KINDS)}")
 
     def as_dict(self) -> dict[str, Any]:
@@ -330,12 +334,19 @@ def _device() -> torch.device:
 
 
 def _embeddings(x: torch.Tensor, s: FeatureSettings) -> dict[str, torch.Tensor]:
-    """Every pretrained kind asked for, from one resampling of the clips to 16 kHz."""
+    """Every pretrained kind asked for (and ``musicnn_mel``, the networks' input: the clip's first
+    3-s patch, ``(96, 187)``), from one resampling of the clips to 16 kHz."""
+    from genre_ray.features.pretrained.musicnn import log_mel, patches
+
     rate = pretrained.SAMPLE_RATE
     y = x if s.sample_rate == rate else AF.resample(x, s.sample_rate, rate)
+    out = {}
+    if "musicnn_mel" in s.kinds:
+        out["musicnn_mel"] = patches(log_mel(y))[:, 0].transpose(1, 2).contiguous()
     y = y.to(_device())
-    return {kind: pretrained.embed(y, kind, s.embedding_layer, s.embedding_pool).float().cpu()
-            for kind in s.kinds if kind in PRETRAINED_KINDS}
+    out.update({kind: pretrained.embed(y, kind, s.embedding_layer, s.embedding_pool).float().cpu()
+                for kind in s.kinds if kind in PRETRAINED_KINDS})
+    return out
 
 
 @torch.inference_mode()
@@ -389,6 +400,6 @@ def compute_features(clips: np.ndarray | torch.Tensor, settings: FeatureSettings
         parts["gtzan57"] = _gtzan57(x, spec if _gtzan_shares_stft(s) else None, s, f)
     if "waveform" in need:
         parts["waveform"] = _waveform(x, s)
-    if need & set(PRETRAINED_KINDS):
+    if need & set(_AT_16K):
         parts.update(_embeddings(x, s))
     return {k: parts[k].numpy() for k in s.kinds}

@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "resnet": "genre_ray.models.resnet:ResNet",
     "wavenet": "genre_ray.models.wavenet:WaveNet",
     "combined": "genre_ray.models.combined:Combined",
+    "pretrained": "genre_ray.models.pretrained:Pretrained",
 }
 
 #: Classical scikit-learn models: name -> "module:builder"; ``builder(**params)`` returns an
@@ -38,13 +39,16 @@ CLASSICAL: dict[str, str] = {
 
 #: Feature kind -> the family of input it is, per clip (without the batch axis):
 #: ``spectrogram`` (bins, frames); ``stacked`` a spectrogram whose rows are log-mel | MFCC | chroma;
-#: ``vector`` (n,); ``waveform`` (1, samples).
+#: ``vector`` (n,); ``waveform`` (1, samples); ``pretrained_input`` the pretrained networks' own
+#: (96, 187) log-mel patch.
 FAMILY: dict[str, str] = {
     "logmel": "spectrogram", "stft": "spectrogram", "mfcc": "spectrogram", "chroma": "spectrogram",
     "contrast": "spectrogram", "stacked": "stacked", "image": "spectrogram",
     "stats": "vector", "gtzan57": "vector", "table": "vector", "waveform": "waveform",
     # pretrained networks' clip embeddings (genre_ray.features.pretrained)
     "musicnn_msd": "vector", "musicnn_mtt": "vector", "vgg_msd": "vector", "vgg_mtt": "vector",
+    # their input: one 3-s 96-band log-mel patch per clip, for the fine-tuned ``pretrained`` model
+    "musicnn_mel": "pretrained_input",
 }
 
 #: The input families each model accepts; the config refuses any other pairing before a search.
@@ -52,7 +56,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "cnn2d": ("spectrogram", "stacked"), "mlp": ("vector", "spectrogram", "stacked"),
     "crnn": ("spectrogram", "stacked"), "bilstm": ("spectrogram", "stacked"),
     "cnn1d": ("spectrogram", "stacked", "waveform"), "resnet": ("spectrogram", "stacked"),
-    "wavenet": ("waveform",), "combined": ("stacked",),
+    "wavenet": ("waveform",), "combined": ("stacked",), "pretrained": ("pretrained_input",),
     **{name: ("vector",) for name in CLASSICAL},
 }
 
