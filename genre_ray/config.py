@@ -158,6 +158,11 @@ _SCHEMA: dict[str, Any] = {
         "seed": (_num(0, None, integer=True), 0),
         "storage_path": (_str(optional=True), None),  # default: <results_dir>/ray
         "time_budget_s": (_optional(_num(1.0, None)), None),
+        # train the winning configuration again on every non-test song before the test is scored
+        "refit": (_bool, True),
+        # the Optuna sampler, and its random start-up trials (null: a fifth of num_samples, at least 3)
+        "sampler": (_str(("tpe", "random", "cmaes", "gp")), "tpe"),
+        "startup_trials": (_optional(_num(0, 100000, integer=True)), None),
     },
     "resources": {
         "cpu": (_num(0.0, 1024.0, lo_open=True), 1.0),

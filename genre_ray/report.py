@@ -87,6 +87,7 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
         f"{info['test_songs']} songs** ({info['test_clips']} clips; clip-level accuracy "
         f"{t['clip_acc']:.4f}). A majority-class guess scores {info['baseline']['acc']:.4f} on the "
         "same songs.",
+        *(["", f"The model scored and registered: {info['scored_model']}."] if info.get("scored_model") else []),
         *_zero_shot_lines(info.get("zero_shot")),
         "",
         "## Best configuration",

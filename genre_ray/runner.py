@@ -30,6 +30,9 @@ from genre_ray.report import write_summary
 from genre_ray.storage import describe, disk_usage, is_uri, join, node_local
 from genre_ray.tuning import (
     ResourceError,
+    StudyJournalError,
+    check_study,
+    study_storage,
     can_restore,
     check_resources,
     leaderboard,
@@ -179,7 +182,20 @@ def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame
         if "fold" not in songs else y_song[clip_song[dev]]
     n_test = int(np.isin(clip_song, np.flatnonzero(split == "test")).sum())
     clips = {"train": len(y_dev), "val": int(dev.sum()) - len(y_dev), "test": n_test}
-    return {"trial": data, "test": tests, "classes": classes, "y_dev": y_dev, "clips": clips}
+
+    def refit_data(kind: str) -> TrialData:
+        """Every non-test song of the task as training data (its validation part is the same songs)."""
+        everything = part(table.features[kind][in_task], np.flatnonzero(split != "test"))
+        return trial(everything, everything)
+
+    dev_songs = int((split != "test").sum())
+    if "fold" in songs:
+        k = int(songs["fold"].max()) + 1
+        trained = f"{k} fold models, each on about {round(dev_songs * (k - 1) / k)} of the {dev_songs} non-test songs"
+    else:
+        trained = f"the {int((split == 'train').sum())} training songs"
+    return {"trial": data, "test": tests, "classes": classes, "y_dev": y_dev, "clips": clips, "refit": refit_data,
+            "dev_songs": dev_songs, "selected_trained_on": trained}
 
 
 def load_collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.DataFrame, Any, pd.DataFrame]:
@@ -282,7 +298,7 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
         if summary is None:  # --resume: this task had finished before the interruption
             continue
         summary.update(out_dir=str(out_dir), tracking_uri=uri, skipped=skipped, name=cfg.name, cache=cache,
-                       wall_s=time.perf_counter() - t0)
+                       wall_s=time.perf_counter() - t0, study_journal=str(out_dir / STUDY_JOURNAL))
         write_summary(out_dir / "summary.md", summary)
         from genre_ray.report import best_so_far_png, write_param_importances
 
@@ -336,6 +352,13 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
         log.warning("task %s: the search %s had finished (MLflow run %s); nothing to resume", task.name,
                     state["run_name"], state.get("parent_run_id"))
         return None
+    journal = out_dir / STUDY_JOURNAL
+    try:  # before any run is opened: a journal that cannot be used stops the search with nothing changed
+        study = study_storage(journal)
+        if state is not None:
+            check_study(study, state["run_name"], cfg)
+    except StudyJournalError as exc:
+        raise SearchFailed(str(exc)) from None
     if state is None:
         run_name = f"{cfg.name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         tracker.start_parent(run_name, params, tags)
@@ -360,7 +383,7 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
             if state is not None:
                 log.info("task %s: %s never reached its first Tune snapshot; starting its trials", task.name,
                          run_name)
-            grid = tuner(cfg, data, tracker, storage, run_name, _groups(cfg)).fit()
+            grid = tuner(cfg, data, tracker, storage, run_name, _groups(cfg), journal=journal).fit()
     board, by_trial = leaderboard(grid, cfg)
     board.to_csv(out_dir / "leaderboard.csv", index=False)
     metric = cfg.search["metric"]
@@ -528,6 +551,9 @@ def _feature_tag(cfg: SearchConfig, kind: str) -> str:
     return str(FeatureSettings.from_config(cfg.features, kinds=(kind,)).as_dict())
 
 
+#: The Optuna study of every search of a task, one study per run (``optuna-dashboard <this file>``).
+STUDY_JOURNAL = "optuna_study.journal"
+
 #: The genre mapping the zero-shot row uses when the YAML names none (data.mapping).
 DEFAULT_MAPPING = Path(__file__).resolve().parents[1] / "search_spaces" / "mappings" / "gtzan10.yaml"
 
@@ -563,6 +589,52 @@ def zero_shot(cfg: SearchConfig, arrays: dict[str, Any]) -> dict[str, Any] | Non
             "test_songs": int(len(test["y_song"]))}
 
 
+def _trial_id(result: Any) -> str:
+    return str((result.metrics or {}).get("trial_id") or Path(result.path).name)
+
+
+def _refit(cfg: SearchConfig, best: Any, board: pd.DataFrame, arrays: dict[str, Any],
+           tracker: Any) -> tuple[Any, dict[str, Any]] | None:
+    """The best configuration trained again on every non-test song, as a tracked child run.
+
+    A neural model trains for the epoch at which its trial's validation score peaked. Returns None
+    (and the trial's own model is used) when a class has no song outside the test split.
+    """
+    from genre_ray.spaces import resolve
+    from genre_ray.train import refit, trial_spec
+
+    plan = resolve(best.config)
+    data = arrays["refit"](plan.kind)
+    classes = arrays["classes"]
+    missing = [c for i, c in enumerate(classes) if not (data.y_train == i).any()]
+    if missing:
+        log.warning("search.refit: class %s has no song outside the test split, so a refit could not learn it; "
+                    "registering the best trial's own model instead (add songs of %s, or set search.refit: "
+                    "false to silence this)", missing[0], missing[0])
+        return None
+    tid = _trial_id(best)
+    row = board[board["trial_id"] == tid]
+    epochs = int(row["best_epoch"].iloc[0]) if len(row) and pd.notna(row["best_epoch"].iloc[0]) else \
+        int(min(plan.train.get("epochs", 1), cfg.search["max_epochs"]))
+    songs = int(arrays["dev_songs"])
+    run = f"refit-{tid}"
+    tracker.start_trial(run, run, {**best.config, "refit.of_trial": tid, "refit.epochs": epochs,
+                                   "refit.songs": songs, "refit.clips": len(data.y_train)}, kind="refit")
+    t0 = time.perf_counter()
+    log.info("refitting trial %s (%s on %s) on all %d non-test songs%s", tid, plan.model, plan.kind, songs,
+             "" if plan.classical else f" for {epochs} epochs")
+    try:
+        model = refit(best.config, data, epochs, trial_spec(cfg, _groups(cfg)),
+                      on_epoch=lambda m: tracker.log_trial_epoch(run, {"train_loss": m["train_loss"], "lr": m["lr"]},
+                                                                 int(m["epoch"])))
+    except Exception:
+        tracker.end_trial(run, "FAILED", {"refit_of": tid})
+        raise
+    tracker.end_trial(run, "FINISHED", {"refit_of": tid, "refit_s": f"{time.perf_counter() - t0:.1f}"})
+    return model, {"of_trial": tid, "epochs": None if plan.classical else epochs, "songs": songs,
+                   "clips": int(len(data.y_train))}
+
+
 def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays: dict[str, Any],
             tracker: Any, out_dir: Path, sid: str, promote: bool, cache_key: str) -> dict[str, Any]:
     """Score the best checkpoint once on the test songs and register it as a song classifier."""
@@ -574,9 +646,18 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays
 
     metric = cfg.search["metric"]
     plan = resolve(best.config)
-    checkpoint = _checkpoint_of(best, metric, cfg.mode)
-    with checkpoint.as_directory() as d:
-        model = load_checkpoint_model(d, arrays["trial"][plan.kind], best.config, _groups(cfg))
+    refitted = _refit(cfg, best, board, arrays, tracker) if cfg.search["refit"] else None
+    if refitted is not None:
+        model, refit_info = refitted
+        scored = (f"the best configuration refitted on all {refit_info['songs']} non-test songs "
+                  f"({refit_info['epochs']} epochs)" if not plan.classical else
+                  f"the best configuration refitted on all {refit_info['songs']} non-test songs")
+    else:
+        checkpoint = _checkpoint_of(best, metric, cfg.mode)
+        with checkpoint.as_directory() as d:
+            model = load_checkpoint_model(d, arrays["trial"][plan.kind], best.config, _groups(cfg))
+        refit_info = None
+        scored = f"the best trial's own model ({arrays['selected_trained_on']})"
     test, classes = arrays["test"][plan.kind], arrays["classes"]
     clip_probs, probs = song_probabilities(model, test["x"], test["song"], len(test["y_song"]),
                                            torch.device("cpu"))
@@ -599,13 +680,14 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays
     if plan.kind == "image":
         info["image_size"] = cfg.features["image_size"]
     classifier = SongClassifier(model, classes, plan.kind, settings, aggregation, info, shape)
-    tags = {"search": cfg.name, "model": plan.model,
+    tags = {"search": cfg.name, "model": plan.model, "refit": str(refit_info is not None).lower(),
             "input": f"audio (path, or waveform + sample_rate) -> {plan.kind} clips {shape}" if audio
             else f"{plan.kind} clips {shape}, float32"}
     if not audio:  # an audio model's tag is the classifier's own: its FeatureSettings as JSON
         tags["feature_settings"] = _feature_tag(cfg, plan.kind)
     registered = tracker.register_model(classifier, name, scores["acc"], sid, tags, promote=promote)
     return {"best_config": dict(best.config), "best_val": float(board.loc[0, f"best_{metric}"]),
+            "scored_model": scored, "refit": refit_info,
             "test": scores, "test_songs": int(len(test["y_song"])), "test_clips": int(len(test["y"])),
             "baseline": baseline, "registered": registered, "classes": classes,
             "demo": asdict(DemoSpec(**cfg.data["demo"])) if cfg.data["source"] == "demo" else None}

@@ -145,6 +145,8 @@ def _print_report(s: dict[str, Any]) -> None:
     print()
     print(f"Best trial on the TEST split ({s['test_songs']} songs, scored once): song accuracy {t['acc']:.4f}, "
           f"macro-F1 {t['f1']:.4f}; majority-class baseline {s['baseline']['acc']:.4f}")
+    if s.get("scored_model"):
+        print(f"Scored and registered: {s['scored_model']}")
     zs = s.get("zero_shot")
     if zs:
         print(f"Zero-shot {zs['kind']} tags (no training, {len(zs['classes_covered'])} classes mapped): test song "
@@ -155,6 +157,8 @@ def _print_report(s: dict[str, Any]) -> None:
         print(f"Registered {reg['name']} v{reg['version']} as @{reg['alias']}: {reg['reason']}")
     print(f"Results: {s['out_dir']}  (leaderboard.csv, summary.md, confusion_matrix.png)")
     print(f"MLflow:  {s['tracking_uri']}  (open with: mlflow ui --backend-store-uri {s['tracking_uri']})")
+    if s.get("study_journal"):
+        print(f"Optuna:  {s['study_journal']}  (open with: optuna-dashboard {s['study_journal']})")
     disk = s.get("disk")
     if disk:
         from genre_ray.report import mib

@@ -149,8 +149,11 @@ class Tracker:
                 self._params[trial_id] = dict(child.data.params)
         log.info("re-attached to MLflow parent run %s with %d trial runs", run_id, len(self._children))
 
-    def start_trial(self, trial_id: str, name: str, params: dict[str, Any]) -> None:
-        """Open a child run for a trial under the parent run (or reopen its own, for a resumed trial)."""
+    def start_trial(self, trial_id: str, name: str, params: dict[str, Any], kind: str = "trial") -> None:
+        """Open a child run for a trial under the parent run (or reopen its own, for a resumed trial).
+
+        ``kind`` is the run's ``genre_ray.kind`` tag: ``trial``, or ``refit`` for the winner trained again.
+        """
         if self.parent_id is None:
             return
         flat = _flat_params(params)
@@ -162,7 +165,7 @@ class Tracker:
             # last snapshot, which Tune does not know about. Its run describes nothing that happened
             # in this search any more, so it goes, and the new trial gets a run of its own.
             self._safe("delete stale trial run", self.client.delete_run, self._children.pop(trial_id))
-        tags = {"mlflow.parentRunId": self.parent_id, "genre_ray.kind": "trial", "genre_ray.trial_id": trial_id}
+        tags = {"mlflow.parentRunId": self.parent_id, "genre_ray.kind": kind, "genre_ray.trial_id": trial_id}
         run = self._safe("start trial run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
         if run is not None:
             self._children[trial_id] = run.info.run_id

@@ -670,6 +670,40 @@ class _Fit:
         return metrics
 
 
+def refit(config: dict[str, Any], data: TrialData, epochs: int, spec: dict[str, Any],
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """Train a trial's configuration afresh on ``data`` (every non-test song) for ``epochs`` epochs.
+
+    The same model, features, optimizer, schedule and augmentation as the trial, with the schedule
+    spanning ``epochs`` (the epoch at which the trial's validation score peaked) and no patience stop:
+    there is no held-out song left to watch. A classical model is fitted once.
+
+    Args:
+        config: the trial's flat config.
+        data: the training clips of all non-test songs (its validation part is only reported).
+        epochs: epochs to train a neural model.
+        spec: as for :func:`run_trial` (``gpu`` share, ``seed``, ``groups``, ``metric``).
+        on_epoch: called with each epoch's metrics (the tracked refit run's curves).
+
+    Returns:
+        The refitted model on the CPU, in eval mode: a :class:`Standardized` or :class:`ClassicalModel`.
+    """
+    plan = resolve(config)
+    torch.manual_seed(spec["seed"])
+    if plan.classical:
+        est = _fit_classical(plan, data, spec["seed"])
+        return ClassicalModel([est], len(data.classes), plan.train.get("aggregation", "mean"))
+    plan = TrialPlan(plan.model, plan.kind, plan.params, {**plan.train, "epochs": int(epochs), "patience": 0})
+    device = select_device(float(spec.get("gpu", 0.0)))
+    fit = _Fit.build(plan, [data], {**spec, "max_epochs": int(epochs)}, device)
+    tensors = [_tensors(data)]
+    while fit.epoch < fit.epochs:
+        metrics = fit.train_epoch(tensors)
+        if on_epoch is not None:
+            on_epoch(metrics)
+    return fit.models[0].to("cpu").eval()
+
+
 def _tensors(data: TrialData) -> tuple[torch.Tensor, torch.Tensor]:
     """The training clips as host tensors, without a copy.
 

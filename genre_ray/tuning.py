@@ -22,6 +22,7 @@ from genre_ray.config import SearchConfig
 from genre_ray.report import leaderboard_frame, stop_reason
 
 __all__ = ["MAX_TRIAL_FAILURES", "TRACKERS", "ResourceError", "autoscaling_worker_types", "check_resources",
+           "make_sampler", "startup_trials", "StudyJournalError", "check_study", "study_storage",
            "can_restore", "leaderboard", "ray_init", "restore", "trial_data", "tuner"]
 
 log = logging.getLogger("genre_ray.search")
@@ -130,7 +131,7 @@ def _node_types(path: str | os.PathLike[str] | None) -> dict[str, dict[str, Any]
 
 def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | Path, run_name: str,
           groups: dict[str, Any] | None = None, *, sampler: Any = None, early_stopping: bool = True,
-          stop: Any = None) -> Any:
+          stop: Any = None, journal: str | Path | None = None) -> Any:
     """The Tuner of one task.
 
     Args:
@@ -144,6 +145,8 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
         sampler: an Optuna sampler in place of TPE (the search benchmark passes a random one).
         early_stopping: ASHA on (the default) or off (every trial runs all its epochs).
         stop: a Tune stopper (e.g. a budget of trial-epochs), or None.
+        journal: an Optuna journal file that persists the study (named ``run_name``) as trials
+            finish, for ``optuna-dashboard`` and for ``--resume``; None keeps it in memory.
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -153,7 +156,8 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
 
     s = cfg.search
     searcher = OptunaSearch(space=define_by_run(cfg), metric=s["metric"], mode=cfg.mode,
-                            sampler=sampler or tpe_sampler(s["seed"]))
+                            sampler=sampler or make_sampler(s), study_name=run_name,
+                            storage=study_storage(journal) if journal is not None else None)
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s["max_epochs"],
                               grace_period=s["grace_period"], reduction_factor=s["reduction_factor"]) \
         if early_stopping else None
@@ -291,7 +295,91 @@ def _trainable(cfg: SearchConfig, data: dict[str, Any], groups: dict[str, Any] |
                                {"cpu": res["cpu"], "gpu": res["gpu"]})
 
 
-def tpe_sampler(seed: int) -> Any:
+class StudyJournalError(ValueError):
+    """A study journal that cannot be used; the message names the file and what to do."""
+
+
+def study_storage(path: str | Path) -> Any:
+    """An Optuna journal storage in ``path`` (created if absent), checked to be readable.
+
+    Raises:
+        StudyJournalError: when the file exists but is not an Optuna journal (it is left as it is).
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        _check_journal_lines(path)
+    try:
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        storage.get_all_studies()
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, optuna.exceptions.OptunaError) as exc:
+        raise StudyJournalError(f"{path}: not an Optuna study journal ({str(exc).splitlines()[0][:120]}); move it "
+                                "away or delete it, and run again") from None
+    return storage
+
+
+def _check_journal_lines(path: Path) -> None:
+    """Every complete line of an Optuna journal is a JSON operation (``op_code``); only a last line
+    without its newline (a write cut short by a kill) may be partial, and Optuna skips that one."""
+    import json
+
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyJournalError(f"{path}: cannot read the Optuna study journal ({exc}); move it away or "
+                                "delete it, and run again") from None
+    for number, line in enumerate(lines[:-1], start=1):  # the part after the last newline may be cut short
+        try:
+            ok = "op_code" in json.loads(line)
+        except (ValueError, TypeError):
+            ok = False
+        if not ok:
+            raise StudyJournalError(f"{path}: not an Optuna study journal (line {number} is no journal "
+                                    "operation); move it away or delete it, and run again")
+
+
+def check_study(storage: Any, study_name: str, cfg: SearchConfig) -> None:
+    """Refuse a journal whose study of this name was made from another search space.
+
+    Raises:
+        StudyJournalError: when a parameter of the study has another distribution than this space
+            gives it, or a parameter this space does not have.
+    """
+    import optuna
+
+    from genre_ray.spaces import define_by_run
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return  # no such study yet: it will be created
+    space = define_by_run(cfg)
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    known: dict[str, Any] = {}
+    for _ in range(64):  # a few random draws cover every branch of a conditional space
+        trial = probe.ask()
+        space(trial)
+        known.update(trial.distributions)
+    for t in study.trials:
+        for name, dist in t.distributions.items():
+            if name not in known or known[name] != dist:
+                raise StudyJournalError(
+                    f"study {study_name!r} in its journal was made from another search space: parameter {name} "
+                    f"is {dist} there and {known.get(name, 'absent')} here; start a new search (without --resume) "
+                    "or move the journal away")
+
+
+def startup_trials(num_samples: int, given: int | None = None) -> int:
+    """Random trials before the sampler models the results: ``given``, else a fifth of the budget,
+    at least 3 (Optuna's own default of 10 leaves a 12-trial search 2 guided trials)."""
+    return int(given) if given is not None else max(3, num_samples // 5)
+
+
+def tpe_sampler(seed: int, n_startup_trials: int = 10) -> Any:
     """Optuna's TPE for a conditional, parallel search.
 
     ``multivariate`` and ``group`` model parameters jointly within each branch of the zoo's
@@ -304,7 +392,31 @@ def tpe_sampler(seed: int) -> Any:
 
     with warnings.catch_warnings():  # these options are marked experimental; they are stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=n_startup_trials)
+
+
+def make_sampler(search: dict[str, Any]) -> Any:
+    """The Optuna sampler ``search.sampler`` names, seeded, with its start-up trials set from the budget.
+
+    ``tpe`` (default), ``random``, ``cmaes`` (continuous parameters; Optuna samples the others at
+    random) or ``gp`` (a Gaussian process; best for a few continuous parameters and small budgets).
+    """
+    import warnings
+
+    import optuna
+
+    seed, name = search["seed"], search["sampler"]
+    startup = startup_trials(search["num_samples"], search["startup_trials"])
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    return tpe_sampler(seed, startup)
 
 
 def leaderboard(results: Any, cfg: SearchConfig) -> tuple[pd.DataFrame, dict[str, Any]]:

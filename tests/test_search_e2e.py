@@ -110,3 +110,24 @@ def test_several_tasks_mean_one_search_and_one_model_each(searched: dict) -> Non
     assert Path(ovr["out_dir"]).name == "one-vs-rest"
     splits = pd.read_csv(Path(ovr["out_dir"]) / "splits.csv")
     assert set(splits["label"]) == set(ovr["classes"])
+
+
+@pytest.mark.slow
+def test_the_winner_is_refitted_on_every_non_test_song_and_that_model_is_registered(searched: dict) -> None:
+    first = searched["first"]
+    splits = pd.read_csv(Path(first["out_dir"]) / "splits.csv")
+    dev = int((splits["split"] != "test").sum())
+    assert first["refit"]["songs"] == dev and first["refit"]["of_trial"] == first["leaderboard"].loc[0, "trial_id"]
+    board = first["leaderboard"]
+    assert first["refit"]["epochs"] == int(board.loc[board["trial_id"] == first["refit"]["of_trial"], "best_epoch"].iloc[0])
+    summary = (Path(first["out_dir"]) / "summary.md").read_text()
+    assert f"refitted on all {dev} non-test songs" in summary
+    client = mlflow.MlflowClient(f"sqlite:///{searched['results'] / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("e2e")
+    refits = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("genre_ray.kind") == "refit"]
+    assert len(refits) == 2 and all(r.info.status == "FINISHED" for r in refits)  # one per search of task e2e
+    assert {r.data.params["refit.songs"] for r in refits} == {str(dev)}
+    history = client.get_metric_history(refits[0].info.run_id, "train_loss")
+    assert [m.step for m in history] == list(range(1, int(refits[0].data.params["refit.epochs"]) + 1))
+    version = client.get_model_version_by_alias("genre-e2e", "champion")
+    assert version.tags["refit"] == "true"

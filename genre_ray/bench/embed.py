@@ -7,6 +7,9 @@ pipeline    genre_ray.pipeline.featurize with the embedding kind alone, as a sea
 loop        what a careful user writes by hand with the same port: one file after another,
             genre_ray's own decoding (soundfile + soxr), then the clips through the network in
             batches in one process, torch using every core (its default threads).
+bound       the loop's work on one thread, times the number of cores: what a pool of one-thread
+            workers would reach with no overhead at all, against the loop that already uses every
+            core through torch's threads.
 ceiling     the most clips/s the network's arithmetic allows here: the floating-point operations of
             one 3-s patch (counted by torch's FlopCounterMode) against the rate of a large float32
             matrix product measured on every core (a bound no convolution reaches).
@@ -163,12 +166,14 @@ def run_embed_bench(paths: list[str], kind: str, layer: str, repeats: int, batch
         times: dict[str, list[float]] = {"pipeline": [], **{f"loop ({d})": [] for d in devices}}
         clips = {}
         peak: dict[int, int] = {}
+        workers = 0
         for r in range(repeats):
             with _PeakRSS("PretrainedFeaturizer") as rss:
                 t2 = time.perf_counter()
                 table = featurize(manifest, settings, Path(tmp) / f"run{r}", batch_files=8)
                 times["pipeline"].append(time.perf_counter() - t2)
             peak.update({p: max(v, peak.get(p, 0)) for p, v in rss.peak.items()})
+            workers = max(workers, len(rss.peak))
             clips["pipeline"] = len(table.clips)
             for d in devices:
                 seconds, n = loop(paths, settings, device=d, batch=batch)
@@ -186,7 +191,20 @@ def run_embed_bench(paths: list[str], kind: str, layer: str, repeats: int, batch
                      "runs_s": " ".join(f"{x:.1f}" for x in runs),
                      "memory_per_worker_mib": round(statistics.median(peak.values()) / 2**20) if method == "pipeline"
                      and peak else None,
-                     "workers": len(peak) if method == "pipeline" else 1})
+                     "workers": workers if method == "pipeline" else 1})
+    # The most a pool of one-thread workers can give over the loop: the loop's work on one thread,
+    # once; with no overhead at all, `cores` such workers run `cores` times as fast.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one_s, one_n = loop(paths, settings, batch=batch)
+    finally:
+        torch.set_num_threads(threads)
+    ideal = cores * one_n / one_s
+    rows.append({"method": f"loop on 1 thread, x{cores} (no-overhead bound for {cores} workers)",
+                 "clips": one_n, "median_s": round(one_s, 2), "clips_per_s": round(ideal, 1),
+                 "ratio_to_loop": round(ideal / (clips["loop (cpu)"] / loop_cpu), 2), "runs_s": f"{one_s:.1f}",
+                 "memory_per_worker_mib": None, "workers": cores})
     return {"rows": rows, "ray_init_s": init_s, "warm_s": warm_s, "cores": cores, "devices": devices,
             "gpu_in_pipeline": bool(ray.cluster_resources().get("GPU", 0))}
 
@@ -208,12 +226,14 @@ def run_cli(args: argparse.Namespace) -> int:
     top = ceiling(args.kind)
     rows = res["rows"]
     pipe = next(r for r in rows if r["method"] == "pipeline")
+    bound = next(r for r in rows if r["method"].startswith("loop on 1 thread"))
     rows.append({"method": "ceiling (arithmetic)", "clips": None, "median_s": None,
                  "clips_per_s": round(top["clips_per_s"], 1), "ratio_to_loop": None, "runs_s": "",
                  "memory_per_worker_mib": None, "workers": None})
     verdict = (f"The pipeline embeds **{pipe['clips_per_s']:.1f} clips/s** of {args.kind}, "
                f"**{pipe['ratio_to_loop']:.2f}x** the hand-written loop in the same run, with "
-               f"{pipe['workers']} actors of {pipe['memory_per_worker_mib']} MiB each. One 3-s clip costs "
+               f"{pipe['workers']} actors of {pipe['memory_per_worker_mib']} MiB each; with no overhead at all, "
+               f"{res['cores']} one-thread workers would reach {bound['ratio_to_loop']:.2f}x. One 3-s clip costs "
                f"{top['gflop_per_clip']:.2f} GFLOP; at the {top['matmul_gflops']:.0f} GFLOP/s that a large float32 "
                f"matrix product reaches on these {res['cores']} cores, no implementation of this network "
                f"exceeds {top['clips_per_s']:.0f} clips/s here.")

@@ -261,13 +261,15 @@ def _run(cfg: Any, data: dict[str, Any], groups: dict[str, Any], method: str, se
     """One search; ``budget`` None runs random search's fixed trials to the end."""
     import optuna
 
-    from genre_ray.tuning import tpe_sampler, trial_data, tuner
+    from genre_ray.tuning import startup_trials, tpe_sampler, trial_data, tuner
 
     counter = BudgetCounter(cfg.search["metric"], budget)
     if method == "random":
         kwargs = {"sampler": optuna.samplers.RandomSampler(seed=seed), "early_stopping": False}
     else:
-        kwargs = {"sampler": tpe_sampler(seed), "early_stopping": True}
+        kwargs = {"sampler": tpe_sampler(seed, startup_trials(cfg.search["num_samples"],
+                                                              cfg.search["startup_trials"])),
+                  "early_stopping": True}
     t0 = time.perf_counter()
     with trial_data(data) as ref:
         grid = tuner(cfg, ref, None, storage, f"{method}-seed{seed}", groups, stop=budget_stopper(counter),

@@ -147,6 +147,18 @@ def song_folds(songs: pd.DataFrame, k: int, seed: int) -> np.ndarray:
     if len(set(groups)) < k:
         raise SplitError(f"split.folds is {k} but only {len(set(groups))} songs/artists are left for "
                          "cross-validation; lower split.folds")
+    labels = songs["label"].astype(str).to_numpy()
+    if pd.Series(groups).groupby(labels).nunique().max() < k:
+        # Every class is smaller than k (e.g. 2 songs a genre, 5 folds), which scikit-learn refuses:
+        # deal each class's groups round the folds in turn, so the folds stay as balanced as they
+        # can be and every class keeps songs in every fold's training part.
+        rng = np.random.default_rng(seed)
+        fold_of: dict[object, int] = {}
+        for label in sorted(set(labels)):
+            for g in rng.permutation(pd.unique(groups[labels == label])):
+                if g not in fold_of:
+                    fold_of[g] = len(fold_of) % k
+        return np.array([fold_of[g] for g in groups])
     folds = np.full(len(songs), -1)
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     import warnings
