@@ -219,5 +219,21 @@ def test_svm_with_one_example_of_a_class_still_gives_probabilities() -> None:
     assert isinstance(est[-1], SoftmaxSVC)
     probs = class_probabilities(est, x, 3)
     assert np.allclose(probs.sum(axis=1), 1) and (probs.argmax(axis=1)[:12] == y[:12]).mean() >= 0.9
-    calibrated = fit_estimator(svm(), x[:12], y[:12], "none")
+    # below 10 examples a class, the softmax keeps the SVM's own decisions (Platt on folds of 1-2
+    # examples a class would not); from 10 on the probabilities are calibrated
+    few = fit_estimator(svm(), x[:12], y[:12], "none")
+    assert isinstance(few[-1], SoftmaxSVC)
+    assert np.array_equal(class_probabilities(few, x[:12], 3).argmax(axis=1)[:12], few.predict(x[:12]))
+    x2 = np.concatenate([rng.normal(c * 3.0, 1.0, size=(10, 4)) for c in range(2)])
+    calibrated = fit_estimator(svm(), x2, np.repeat([0, 1], 10), "none")
     assert not isinstance(calibrated[-1], SoftmaxSVC)
+
+
+def test_knn_with_more_neighbours_than_examples_uses_them_all() -> None:
+    from genre_ray.models.classical import class_probabilities, fit_estimator, knn
+
+    x = np.array([[0.0], [0.1], [5.0], [5.1]])
+    y = np.array([0, 0, 1, 1])
+    est = fit_estimator(knn(n_neighbors=25), x, y, "none")
+    assert est[-1].n_neighbors == 4
+    assert class_probabilities(est, np.array([[0.05], [5.05]]), 2).argmax(axis=1).tolist() == [0, 1]
