@@ -19,7 +19,7 @@ from genre_ray.features.spectral import PRETRAINED_KINDS
 
 # The kinds computed here from short clips; the pretrained networks' kinds (3-s patches) have
 # their own tests (test_pretrained.py).
-FEATURE_KINDS = tuple(k for k in ALL_KINDS if k not in PRETRAINED_KINDS)
+FEATURE_KINDS = tuple(k for k in ALL_KINDS if k not in (*PRETRAINED_KINDS, "musicnn_mel"))
 
 SR = 22050
 GTZAN_CSV = SHARED_DATA / "gtzan_features_30_sec_dev.csv"

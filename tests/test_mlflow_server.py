@@ -29,12 +29,15 @@ def _tags(run: dict[str, Any]) -> dict[str, str]:
 
 
 def _runs(server: MlflowServer, experiment: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The experiment's one parent run and its child runs, through the REST API."""
+    """The experiment's one parent run and its trials' child runs, through the REST API (the
+    parent's one other child, the winner's refit, is checked apart)."""
     exp = server.get("experiments/get-by-name", experiment_name=experiment)["experiment"]
     runs = server.post("runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000})["runs"]
     [parent] = [r for r in runs if _tags(r).get("genre_ray.kind") == "search"]
     children = [r for r in runs if _tags(r).get("mlflow.parentRunId") == parent["info"]["run_id"]]
-    return parent, children
+    refits = [r for r in children if _tags(r).get("genre_ray.kind") == "refit"]
+    assert len(refits) == 1 and refits[0]["info"]["status"] == "FINISHED"
+    return parent, [r for r in children if _tags(r).get("genre_ray.kind") == "trial"]
 
 
 def _champion(server: MlflowServer, name: str) -> dict[str, Any]:

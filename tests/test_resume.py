@@ -179,13 +179,20 @@ def test_a_search_killed_midway_resumes_to_the_planned_trials_with_one_parent_ru
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
 
     # The Optuna searcher came back with its study: the restored searcher holds all 8 trials, so
-    # TPE's later suggestions were informed by the trials finished before the kill.
+    # TPE's later suggestions were informed by the trials finished before the kill. The study lives
+    # in the search's journal, which also keeps a trial the killed run had started after Tune's last
+    # snapshot (still marked running there: Tune never resumes it).
+    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     state = json.loads((out_dir / "search_state.json").read_text())
     searcher = OptunaSearch()
     searcher.restore_from_dir(state["experiment"])
-    assert len(searcher._ot_study.trials) == 8
+    trials = searcher._ot_study.trials
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 8
+    journal = optuna.load_study(study_name=state["run_name"], storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out_dir / "optuna_study.journal"))))
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in journal.trials) == 8
     assert "Resumed with `--resume`" in (out_dir / "summary.md").read_text()
 
     third = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)

@@ -179,14 +179,14 @@ def run_cli(args: argparse.Namespace) -> int:
             print(f"error: the {which} search failed: {exc}")
             return 1
         rows.append(_row(which, summary, time.perf_counter() - t0))
+        log.info("%s: best %s on %s, test song accuracy %.4f on %d songs", which, rows[-1]["best_model"],
+                 rows[-1]["features"], rows[-1]["test_song_acc"], rows[-1]["test_songs"])
         if which == "svm":  # the hand-written scikit-learn baseline on the same features and test songs
             base = gridsearch_baseline(cfg, Path(summary["out_dir"]), args.seed)
             base["split_id"] = summary["split_id"]
             rows.append(base)
             log.info("sklearn GridSearchCV: test song accuracy %.4f on %d songs (%s)", base["test_song_acc"],
                      base["test_songs"], base["note"])
-        log.info("%s: best %s on %s, test song accuracy %.4f on %d songs", which, rows[-1]["best_model"],
-                 rows[-1]["features"], rows[-1]["test_song_acc"], rows[-1]["test_songs"])
     by = {r["search"]: r for r in rows}
     # the stronger of the two SVM baselines: the project's own search, and scikit-learn's GridSearchCV
     svm = max(by["svm"], by["sklearn_gridsearch"], key=lambda r: r["test_song_acc"])
