@@ -472,9 +472,8 @@ def _check_data(clean: dict[str, Any], file: str) -> None:
             if problem:
                 raise _err(file, "features.embedding_layer", problem, f["embedding_layer"])
         if kind in (*pretrained.NETWORKS, "musicnn_mel"):
-            if f["clip_seconds"] < pretrained.MIN_CLIP_SECONDS:
-                raise _err(file, "features.clip_seconds", f"must be at least {pretrained.MIN_CLIP_SECONDS} for "
-                           f"{kind} (its network reads 3-s patches)", f["clip_seconds"])
+            if problem := pretrained.clip_error(f["clip_seconds"]):
+                raise _err(file, "features.clip_seconds", f"{problem} for {kind}", f["clip_seconds"])
     top = 200.0 * 2 ** (f["n_contrast_bands"] - 1)  # librosa's lowest band edge is 200 Hz
     if "contrast" in _listed(f["kind"]) and top >= f["sample_rate"] / 2:
         raise _err(file, "features.n_contrast_bands", f"puts the top contrast band ({top:g} Hz) at or above "

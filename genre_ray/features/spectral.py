@@ -102,10 +102,8 @@ class FeatureSettings:
         if self.embedding_pool not in pretrained.POOLS:
             raise ValueError(f"embedding_pool: must be one of {', '.join(pretrained.POOLS)}, got "
                              f"{self.embedding_pool!r}")
-        if set(self.kinds) & set(_AT_16K) and self.clip_seconds < pretrained.MIN_CLIP_SECONDS:
-            raise ValueError(f"clip_seconds: the pretrained kinds need clips of at least "
-                             f"{pretrained.MIN_CLIP_SECONDS} s (one 3-s patch of 187 frames at 16 kHz), got "
-                             f"{self.clip_seconds}")
+        if set(self.kinds) & set(_AT_16K) and (problem := pretrained.clip_error(self.clip_seconds)):
+            raise ValueError(f"clip_seconds: {problem} for the pretrained kinds, got {self.clip_seconds}")
         if "contrast" in self.kinds:
             top = _CONTRAST_FMIN * 2.0 ** (self.n_contrast_bands - 1)
             if self.n_contrast_bands < 1 or top >= self.sample_rate / 2:

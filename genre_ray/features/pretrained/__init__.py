@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAYERS", "MIN_CLIP_SECONDS", "MSD_LABELS", "MTT_LABELS", "NETWORKS", "POOLS", "SAMPLE_RATE", "WEIGHTS_DIR", "Network", "embed",
+__all__ = ["LAYERS", "MIN_CLIP_SECONDS", "MSD_LABELS", "MTT_LABELS", "NETWORKS", "POOLS", "SAMPLE_RATE", "WEIGHTS_DIR", "Network", "clip_error", "embed",
            "embedding_dim", "layer_error", "load_network"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -95,6 +95,13 @@ def layer_error(kind: str, layer: str) -> str | None:
     have = NETWORKS[kind].layer_dims
     if layer != "all" and layer not in have:
         return f"{kind} has no {layer} layer (it has: {', '.join([*have, 'all'])})"
+    return None
+
+
+def clip_error(clip_seconds: float) -> str | None:
+    """Why clips of ``clip_seconds`` are too short for the networks, or None when they are not."""
+    if clip_seconds < MIN_CLIP_SECONDS:
+        return f"must be at least {MIN_CLIP_SECONDS} (one 3-s patch of 187 frames at 16 kHz)"
     return None
 
 
