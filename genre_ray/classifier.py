@@ -25,9 +25,10 @@ import torch
 from genre_ray.data.audio import AudioError, clip_bounds, cut_clips, decode_clips, downmix, resample
 from genre_ray.features import FeatureSettings
 
-__all__ = ["NON_AUDIO_KINDS", "ServingError", "SongClassifier"]
+__all__ = ["ENSEMBLE_KIND", "NON_AUDIO_KINDS", "EnsembleClassifier", "ServingError", "SongClassifier"]
 
 NON_AUDIO_KINDS = ("table", "image")  # features read from the source, not computed from audio
+ENSEMBLE_KIND = "ensemble"  # the kind in meta.json of an EnsembleClassifier's folder
 META_FILE, _TORCH_FILE, _SKLEARN_FILE = "meta.json", "model.pt", "model.joblib"
 _BATCH_FILES = 16  # files whose clips share one forward pass in predict_batch
 
@@ -285,10 +286,9 @@ class SongClassifier:
     def load(cls, path: str | Path) -> SongClassifier:
         """Read a folder written by :meth:`save` (on the CPU)."""
         folder = Path(path)
-        try:
-            meta = json.loads((folder / META_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise ServingError(f"{folder}: not a saved genre classifier ({exc})") from None
+        meta = _read_meta(folder)
+        if meta["kind"] == ENSEMBLE_KIND:
+            return EnsembleClassifier.load(folder)  # type: ignore[return-value]
         if meta["model_file"] == _TORCH_FILE:
             # The whole module is pickled (it references genre_ray's classes): a model of our own.
             # One saved before the strided pools gets them (the same values, faster on the CPU).
@@ -303,6 +303,138 @@ class SongClassifier:
         settings = FeatureSettings(**meta["feature_settings"]) if meta["feature_settings"] else None
         shape = tuple(meta["input_shape"]) if meta["input_shape"] is not None else None
         return cls(model, meta["classes"], meta["kind"], settings, meta["aggregation"], meta["info"], shape)
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / META_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise ServingError(f"{folder}: not a saved genre classifier ({exc})") from None
+
+
+class EnsembleClassifier:
+    """A weighted mix of song classifiers: the ensemble the search chose (greedy selection).
+
+    Each member keeps its own features and clip settings (a musicnn SVM beside a log-mel CNN); a
+    song's probabilities are the weighted mean of the members' song probabilities. It answers the
+    calls that ``predict``, ``tag`` and the pyfunc model make of a :class:`SongClassifier`. A
+    timeline (per-clip rows) is the heaviest member's own, since members may cut different clips.
+
+    Args:
+        members: the classifiers, all with the same classes in the same order.
+        weights: one weight per member (normalised to sum to 1).
+        info: provenance, as for :class:`SongClassifier`.
+    """
+
+    kind = ENSEMBLE_KIND
+
+    def __init__(self, members: Sequence[SongClassifier], weights: Sequence[float],
+                 info: dict[str, Any] | None = None) -> None:
+        if not members or len(members) != len(weights):
+            raise ValueError(f"an ensemble needs members and one weight each, got {len(members)} and {len(weights)}")
+        classes = list(members[0].classes)
+        for m in members[1:]:
+            if list(m.classes) != classes:
+                raise ValueError(f"ensemble members disagree on the classes: {classes} and {list(m.classes)}")
+        if len({m.audio for m in members}) > 1:
+            raise ValueError("an ensemble cannot mix audio models with feature-row models")
+        w = np.asarray(weights, dtype=np.float64)
+        if (w <= 0).any() or not np.isfinite(w).all():
+            raise ValueError(f"ensemble weights must be positive, got {list(weights)}")
+        self.members = list(members)
+        self.weights = w / w.sum()
+        self.classes = classes
+        self.info = dict(info or {})
+        self._lead = int(np.argmax(self.weights))
+
+    @property
+    def audio(self) -> bool:
+        return self.members[0].audio
+
+    @property
+    def settings(self) -> FeatureSettings | None:
+        """The heaviest member's feature settings (its clips make the timeline)."""
+        return self.members[self._lead].settings
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        return self.members[self._lead].input_shape
+
+    @property
+    def aggregation(self) -> str:
+        return "weighted mean of " + ", ".join(f"{m.kind}/{m.aggregation} x{w:.2f}"
+                                               for m, w in zip(self.members, self.weights, strict=True))
+
+    @property
+    def model(self) -> list[Any]:
+        """The members' models (what a hash of the classifier's weights reads)."""
+        return [m.model for m in self.members]
+
+    def to(self, device: str | torch.device) -> EnsembleClassifier:
+        for m in self.members:
+            m.to(device)
+        return self
+
+    def _mix(self, probs: Sequence[np.ndarray]) -> np.ndarray:
+        return sum(w * p for w, p in zip(self.weights, probs, strict=True))
+
+    def predict_file(self, path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`SongClassifier.predict_file`: the mixed song probabilities, the lead's timeline."""
+        out = [m.predict_file(path) for m in self.members]
+        return self._mix([o[0] for o in out]), out[self._lead][1], out[self._lead][2]
+
+    def predict_waveform(self, wave: Any, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = [m.predict_waveform(wave, sample_rate) for m in self.members]
+        return self._mix([o[0] for o in out]), out[self._lead][1], out[self._lead][2]
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        return self._mix([m.predict_features(x) for m in self.members])
+
+    def predict_batch(self, paths: Sequence[str | Path], timeline: bool = False) -> pd.DataFrame:
+        return self.predict_frame(pd.DataFrame({"path": [str(p) for p in paths]}), timeline)
+
+    def predict_frame(self, frame: Any, timeline: bool = False) -> pd.DataFrame:
+        """The pyfunc contract of :meth:`SongClassifier.predict_frame`, with the members' mix.
+
+        A row that any member cannot read gets that member's error.
+        """
+        if timeline:
+            return self.members[self._lead].predict_frame(frame, True)
+        frames = [m.predict_frame(frame) for m in self.members]
+        out = frames[0].copy()
+        columns = [f"prob_{c}" for c in self.classes]
+        probs = self._mix([f[columns].to_numpy(np.float64) for f in frames])
+        errors = pd.concat([f["error"] for f in frames], axis=1).bfill(axis=1).iloc[:, 0]
+        bad = errors.notna().to_numpy()
+        probs[bad] = np.nan
+        out[columns] = probs
+        out["error"] = errors.where(bad, None)
+        best = np.nan_to_num(probs, nan=-1.0).argmax(1)
+        out["genre"] = [None if b else self.classes[k] for b, k in zip(bad, best, strict=True)]
+        out["confidence"] = np.where(bad, np.nan, np.nan_to_num(probs, nan=0.0).max(1))
+        return out
+
+    def meta(self) -> dict[str, Any]:
+        return {"format": 1, "kind": ENSEMBLE_KIND, "classes": self.classes, "aggregation": self.aggregation,
+                "members": [{"folder": f"member-{i}", "weight": float(w), **m.meta()}
+                            for i, (m, w) in enumerate(zip(self.members, self.weights, strict=True))],
+                "feature_settings": None, "input_shape": None, "model_file": None, "info": self.info}
+
+    def save(self, path: str | Path) -> Path:
+        """``meta.json`` with the members and weights, each member in ``member-<i>/``."""
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, m in enumerate(self.members):
+            m.save(out / f"member-{i}")
+        (out / META_FILE).write_text(json.dumps(self.meta(), indent=2, default=str))
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> EnsembleClassifier:
+        folder = Path(path)
+        meta = _read_meta(folder)
+        members = [SongClassifier.load(folder / m["folder"]) for m in meta["members"]]
+        return cls(members, [m["weight"] for m in meta["members"]], meta["info"])
 
 
 def _as_frame(model_input: Any) -> pd.DataFrame:

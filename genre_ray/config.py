@@ -163,6 +163,10 @@ _SCHEMA: dict[str, Any] = {
         # the Optuna sampler, and its random start-up trials (null: a fifth of num_samples, at least 3)
         "sampler": (_str(("tpe", "random", "cmaes", "gp")), "tpe"),
         "startup_trials": (_optional(_num(0, 100000, integer=True)), None),
+        # greedy ensemble selection over this many best trials' out-of-fold song probabilities
+        # (registered when it beats the best trial on validation; 0 or 1: no ensemble)
+        "ensemble": (_num(0, 100, integer=True), 8),
+        "ensemble_rounds": (_num(1, 1000, integer=True), 25),
     },
     "resources": {
         "cpu": (_num(0.0, 1024.0, lo_open=True), 1.0),

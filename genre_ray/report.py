@@ -84,11 +84,12 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
         "",
         f"Song-level accuracy **{t['acc']:.4f}**, balanced accuracy {t['bacc']:.4f} and macro-F1 "
         f"{t['f1']:.4f}" + (f", ROC-AUC {t['auc']:.4f}" if "auc" in t else "") + " on the **test split of "
-        f"{info['test_songs']} songs** ({info['test_clips']} clips; clip-level accuracy "
-        f"{t['clip_acc']:.4f}). A majority-class guess scores {info['baseline']['acc']:.4f} on the "
+        f"{info['test_songs']} songs** ({info['test_clips']} clips"
+        + (f"; clip-level accuracy {t['clip_acc']:.4f}" if "clip_acc" in t else "") + f"). A majority-class guess scores {info['baseline']['acc']:.4f} on the "
         "same songs.",
         *(["", f"The model scored and registered: {info['scored_model']}."] if info.get("scored_model") else []),
         *_zero_shot_lines(info.get("zero_shot")),
+        *(["", *selection_lines(info)] if selection_lines(info) else []),
         "",
         "## Best configuration",
         "",
@@ -109,6 +110,37 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def selection_lines(info: dict[str, Any]) -> list[str]:
+    """The best single trial beside the greedy ensemble (validation and test), and the suspect labels.
+
+    The summary file and the command line print the same lines.
+    """
+    lines: list[str] = []
+    single, ens = info.get("single"), info.get("ensemble")
+    oof = info.get("suspects", {}) or {}
+    n_val = oof.get("songs")
+    where = f"{n_val} out-of-fold validation songs" if n_val else "the validation songs"
+    if ens:
+        members = ", ".join(f"{m['trial_id']} ({m['model']} on {m['kind']}, weight {m['weight']:.2f})"
+                            for m in ens["members"])
+        verdict = "chosen and registered" if ens["chosen"] else "not chosen: it did not beat the best trial on validation"
+        sv = ens["best_single_val"]
+        lines.append(f"- Ensemble (greedy selection over the {ens['candidates']} best trials): {members}; "
+                     f"validation song accuracy {ens['val'][0]:.4f} (log loss {ens['val'][1]:.3f}) against the "
+                     f"best single model's {sv[0]:.4f} ({sv[1]:.3f}) on {where}; {verdict}.")
+        lines.append(f"- Test song accuracy on the same {info['test_songs']} test songs: ensemble "
+                     f"{ens['test']['acc']:.4f} ({ens['test_from']}), best trial {single['test']['acc']:.4f}.")
+    elif single and single.get("val") is not None:
+        lines.append(f"- No ensemble: no mix of the best trials beat trial {single['trial_id']} "
+                     f"(validation song accuracy {single['val'][0]:.4f} on {where}).")
+    if oof:
+        top = "; ".join(f"{r['song_id']} ({r['label']} -> {r['predicted']} {r['probability']:.2f})"
+                        for r in oof["top"][:3])
+        lines.append(f"- Suspect labels: {oof['count']} of {oof['songs']} validation songs are confidently predicted "
+                     f"as another genre (`{Path(oof['path']).name}`)" + (f": {top}" if top else "") + ".")
+    return lines
 
 
 def _zero_shot_lines(zs: dict[str, Any] | None) -> list[str]:

@@ -188,6 +188,12 @@ def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame
         everything = part(table.features[kind][in_task], np.flatnonzero(split != "test"))
         return trial(everything, everything)
 
+    if "fold" in songs:  # the songs that the trials' models predict without training on them, in fold order
+        fold = songs["fold"].to_numpy()
+        oof = np.concatenate([np.flatnonzero(fold == f) for f in range(int(fold.max()) + 1)])
+    else:
+        oof = np.flatnonzero(split == "val")
+    oof_songs = songs.iloc[oof][[c for c in ("song_id", "artist", "fold", "path") if c in songs]].reset_index(drop=True)
     dev_songs = int((split != "test").sum())
     if "fold" in songs:
         k = int(songs["fold"].max()) + 1
@@ -195,6 +201,7 @@ def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame
     else:
         trained = f"the {int((split == 'train').sum())} training songs"
     return {"trial": data, "test": tests, "classes": classes, "y_dev": y_dev, "clips": clips, "refit": refit_data,
+            "oof_songs": oof_songs, "oof_y": y_song[oof],
             "dev_songs": dev_songs, "selected_trained_on": trained}
 
 
@@ -309,11 +316,15 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
             {f"best_{cfg.search['metric']}": summary["best_val"], "test_songs": summary["test_songs"],
              **{f"test_song_{k}": v for k, v in summary["test"].items()},
              **({"zero_shot_val_song_acc": summary["zero_shot"]["val_acc"],
-                 "zero_shot_test_song_acc": summary["zero_shot"]["test_acc"]} if summary.get("zero_shot") else {})},
+                 "zero_shot_test_song_acc": summary["zero_shot"]["test_acc"]} if summary.get("zero_shot") else {}),
+             **({"ensemble_val_song_acc": summary["ensemble"]["val"][0],
+                 "ensemble_test_song_acc": summary["ensemble"]["test"]["acc"],
+                 "ensemble_members": len(summary["ensemble"]["members"]),
+                 "best_single_test_song_acc": summary["single"]["test"]["acc"]} if summary.get("ensemble") else {})},
             {"best_trial": summary["leaderboard"].loc[0, "trial_id"]},
             [out_dir / f for f in ("leaderboard.csv", "summary.md", "confusion_matrix.png", "splits.csv",
                                    "data_report.csv", "classes.csv", "param_importances.csv",
-                                   "best_so_far.png", "per_class_report.csv")])
+                                   "best_so_far.png", "per_class_report.csv", SUSPECTS_FILE)])
         _write_state(out_dir, {**_read_state(out_dir), "finished": True})
         summaries.append(summary)
     return summaries
@@ -392,7 +403,7 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
         raise SearchFailed(f"task {task.name}: every trial failed; see the error column of "
                            f"{out_dir / 'leaderboard.csv'}")
     best = _best_with_checkpoint(board, by_trial, metric, cfg.mode)
-    summary = _finish(cfg, task.name, best, board, arrays, tracker, out_dir, sid, promote,
+    summary = _finish(cfg, task.name, best, board, by_trial, arrays, tracker, out_dir, sid, promote,
                       table.info["cache_key"])
     summary["zero_shot"] = zs = zero_shot(cfg, arrays)
     if zs is not None:  # a row of its own below the trials: it needs no training, so it is never chosen
@@ -635,59 +646,218 @@ def _refit(cfg: SearchConfig, best: Any, board: pd.DataFrame, arrays: dict[str, 
                    "clips": int(len(data.y_train))}
 
 
-def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, arrays: dict[str, Any],
-            tracker: Any, out_dir: Path, sid: str, promote: bool, cache_key: str) -> dict[str, Any]:
-    """Score the best checkpoint once on the test songs and register it as a song classifier."""
+def _candidates(board: pd.DataFrame, by_trial: dict[str, Any], metric: str, mode: str, n: int) -> list[Any]:
+    """The ``n`` best trials of the leaderboard that left a checkpoint, best first."""
+    out: list[Any] = []
+    for rank, trial_id in enumerate(board["trial_id"]):
+        if len(out) >= n:
+            break
+        result = by_trial.get(trial_id)
+        if result is not None and pd.notna(board.loc[rank, f"best_{metric}"]) \
+                and _checkpoint_of(result, metric, mode) is not None:
+            out.append(result)
+    return out
+
+
+def _trial_model(cfg: SearchConfig, result: Any, arrays: dict[str, Any]) -> Any:
+    """A trial's own model from its best checkpoint (the fold ensemble with folds)."""
+    from genre_ray.spaces import resolve
+    from genre_ray.train import load_checkpoint_model
+
+    checkpoint = _checkpoint_of(result, cfg.search["metric"], cfg.mode)
+    with checkpoint.as_directory() as d:
+        return load_checkpoint_model(d, arrays["trial"][resolve(result.config).kind], result.config, _groups(cfg))
+
+
+def _out_of_fold(cfg: SearchConfig, model: Any, kind: str, arrays: dict[str, Any]) -> np.ndarray:
+    """Song probabilities that each fold's model gives its own validation songs, folds in order."""
     import torch
 
+    from genre_ray.train import fold_models, song_probabilities
+
+    data = arrays["trial"][kind]
+    folds = data if isinstance(data, list) else [data]
+    return np.concatenate([song_probabilities(m, d.x_val, d.val_song, len(d.y_val_song), torch.device("cpu"))[1]
+                           for m, d in zip(fold_models(model, len(folds)), folds, strict=True)])
+
+
+def _test_probs(model: Any, test: dict[str, Any]) -> np.ndarray:
+    import torch
+
+    from genre_ray.train import song_probabilities
+
+    return song_probabilities(model, test["x"], test["song"], len(test["y_song"]), torch.device("cpu"))[1]
+
+
+def _song_scores(model: Any, test: dict[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
+    """Song probabilities on the test songs and their scores (clip accuracy too)."""
+    import torch
+
+    from genre_ray.train import song_probabilities
+
+    clip_probs, probs = song_probabilities(model, test["x"], test["song"], len(test["y_song"]), torch.device("cpu"))
+    scores = classification_scores(test["y_song"], probs)
+    return probs, {**{k: scores[k] for k in ("acc", "bacc", "f1", "auc") if k in scores},
+                   "clip_acc": classification_scores(test["y"], clip_probs)["acc"]}
+
+
+def _classifier(cfg: SearchConfig, config: dict[str, Any], model: Any, arrays: dict[str, Any],
+                info: dict[str, Any]) -> Any:
+    """A trained model as the song classifier that serving loads."""
     from genre_ray.serving import NON_AUDIO_KINDS, SongClassifier
     from genre_ray.spaces import resolve
-    from genre_ray.train import load_checkpoint_model, song_probabilities
+
+    plan = resolve(config)
+    model.probabilities = True
+    audio = plan.kind not in NON_AUDIO_KINDS
+    shape = tuple(arrays["test"][plan.kind]["x"].shape[1:])
+    settings = FeatureSettings.from_config(cfg.features, kinds=(plan.kind,)) if audio else None
+    info = {**info, "model": plan.model, "params": dict(plan.params)}
+    if plan.kind == "image":
+        info["image_size"] = cfg.features["image_size"]
+    return SongClassifier(model, arrays["classes"], plan.kind, settings, plan.train.get("aggregation", "mean"),
+                          info, shape)
+
+
+def _ensemble(cfg: SearchConfig, board: pd.DataFrame, by_trial: dict[str, Any], arrays: dict[str, Any],
+              ) -> dict[str, Any] | None:
+    """Greedy ensemble selection over the best trials' out-of-fold song probabilities.
+
+    Returns None with fewer than two candidates; else the choice, the candidates, their
+    out-of-fold probabilities and their trial models.
+    """
+    from genre_ray.search.selection import greedy_ensemble
+    from genre_ray.spaces import resolve
+
+    metric = cfg.search["metric"]
+    results = _candidates(board, by_trial, metric, cfg.mode, max(1, int(cfg.search["ensemble"])))
+    kept, models, oof = [], [], []
+    for result in results:
+        try:
+            model = _trial_model(cfg, result, arrays)
+            oof.append(_out_of_fold(cfg, model, resolve(result.config).kind, arrays))
+        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint leaves that trial out, not the search
+            log.warning("ensemble: trial %s left out (%s: %s)", _trial_id(result), type(exc).__name__, exc)
+            continue
+        kept.append(result)
+        models.append(model)
+    if not kept:
+        return None
+    choice = greedy_ensemble(oof, arrays["oof_y"], rounds=int(cfg.search["ensemble_rounds"]))
+    return {"choice": choice, "results": kept, "oof": oof, "models": models}
+
+
+def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, by_trial: dict[str, Any],
+            arrays: dict[str, Any], tracker: Any, out_dir: Path, sid: str, promote: bool,
+            cache_key: str) -> dict[str, Any]:
+    """Choose the final model on validation (the best trial, or the ensemble of the best trials),
+    score it once on the test songs and register it as a song classifier."""
+    from genre_ray.classifier import EnsembleClassifier
+    from genre_ray.search.selection import mix, score
+    from genre_ray.spaces import resolve
 
     metric = cfg.search["metric"]
     plan = resolve(best.config)
-    refitted = _refit(cfg, best, board, arrays, tracker) if cfg.search["refit"] else None
-    if refitted is not None:
-        model, refit_info = refitted
-        scored = (f"the best configuration refitted on all {refit_info['songs']} non-test songs "
-                  f"({refit_info['epochs']} epochs)" if not plan.classical else
-                  f"the best configuration refitted on all {refit_info['songs']} non-test songs")
-    else:
-        checkpoint = _checkpoint_of(best, metric, cfg.mode)
-        with checkpoint.as_directory() as d:
-            model = load_checkpoint_model(d, arrays["trial"][plan.kind], best.config, _groups(cfg))
-        refit_info = None
-        scored = f"the best trial's own model ({arrays['selected_trained_on']})"
     test, classes = arrays["test"][plan.kind], arrays["classes"]
-    clip_probs, probs = song_probabilities(model, test["x"], test["song"], len(test["y_song"]),
-                                           torch.device("cpu"))
-    scores = classification_scores(test["y_song"], probs)
-    scores = {**{k: scores[k] for k in ("acc", "bacc", "f1", "auc") if k in scores},
-              "clip_acc": classification_scores(test["y"], clip_probs)["acc"]}
+    refits: dict[str, tuple[Any, dict[str, Any]] | None] = {}
+
+    def final_model(result: Any) -> tuple[Any, dict[str, Any] | None]:
+        """The trial's configuration refitted on every non-test song, or its own model."""
+        tid = _trial_id(result)
+        if cfg.search["refit"] and tid not in refits:
+            refits[tid] = _refit(cfg, result, board, arrays, tracker)
+        if refits.get(tid) is not None:
+            return refits[tid]  # type: ignore[return-value]
+        return _trial_model(cfg, result, arrays), None
+
+    model, refit_info = final_model(best)
+    scored = ((f"the best configuration refitted on all {refit_info['songs']} non-test songs"
+               + ("" if plan.classical else f" ({refit_info['epochs']} epochs)")) if refit_info is not None
+              else f"the best trial's own model ({arrays['selected_trained_on']})")
+    probs, scores = _song_scores(model, test)
+    ens = _ensemble(cfg, board, by_trial, arrays)  # with search.ensemble <= 1: only the best trial's out-of-fold
+    own = ens is not None and _trial_id(ens["results"][0]) == _trial_id(best)
+    single = {"trial_id": _trial_id(best), "val": score(ens["oof"][0], arrays["oof_y"]) if own else None,
+              "test": scores}
+    ensemble: dict[str, Any] | None = None
+    oof_final = ens["oof"][0] if own else None
+    info = {"task": task, "registered_model": cfg.tracking["registered_model"] or f"genre-{task}",
+            "search": cfg.name, "split_id": sid, "feature_cache_key": cache_key}
+    if ens is not None and len(ens["choice"].weights) > 1:
+        choice, results = ens["choice"], ens["results"]
+        members = [(results[i], w) for i, w in choice.weights.items()]
+        member_ids = [_trial_id(r) for r, _ in members]
+        ensemble = {"members": [{"trial_id": t, "weight": round(w, 4), "model": resolve(r.config).model,
+                                 "kind": resolve(r.config).kind} for t, (r, w) in zip(member_ids, members, strict=True)],
+                    "val": choice.ensemble_score, "best_single_val": choice.best_score,
+                    "chosen": choice.beats_best, "candidates": len(results)}
+        if choice.beats_best:  # the members' final models (refitted), mixed: this is what is registered
+            finals = [final_model(r) for r, _ in members]
+            mixed = mix([_test_probs(m, arrays["test"][resolve(r.config).kind])
+                         for (m, _), (r, _) in zip(finals, members, strict=True)], dict(enumerate(choice.weights.values())))
+            ensemble["test_from"] = "the members' final models" + (" (refitted)" if cfg.search["refit"] else "")
+        else:  # reported beside the single model, from the trials' own models (no refit spent on it)
+            mixed = mix([_test_probs(ens["models"][i], arrays["test"][resolve(results[i].config).kind])
+                         for i in choice.weights], dict(enumerate(choice.weights.values())))
+            ensemble["test_from"] = "the trials' own models (not refitted: the ensemble was not chosen)"
+        full = classification_scores(test["y_song"], mixed)
+        ensemble["test"] = {k: full[k] for k in ("acc", "bacc", "f1", "auc") if k in full}
+        oof_final = mix(ens["oof"], choice.weights) if choice.beats_best else oof_final
+        if choice.beats_best:
+            log.info("ensemble of %d trials (%s) beats the best trial on validation (song accuracy %.3f vs %.3f, "
+                     "log loss %.3f vs %.3f); registering the ensemble", len(members), ", ".join(member_ids),
+                     choice.ensemble_score[0], choice.best_score[0], choice.ensemble_score[1], choice.best_score[1])
+            classifier: Any = EnsembleClassifier(
+                [_classifier(cfg, r.config, m, arrays, {**info, "trial_id": t})
+                 for (m, _), (r, _), t in zip(finals, members, member_ids, strict=True)],
+                [w for _, w in members], {**info, "model": "ensemble", "members": ensemble["members"]})
+            probs, scores = mixed, {**ensemble["test"]}
+            scored = (f"an ensemble of {len(members)} trials ({', '.join(member_ids)})"
+                      + (f", each refitted on all {arrays['dev_songs']} non-test songs" if cfg.search["refit"] else ""))
+    if ensemble is None or not ensemble["chosen"]:
+        classifier = _classifier(cfg, best.config, model, arrays, {**info, "trial_id": _trial_id(best)})
+    classifier.info["test_song_acc"] = scores["acc"]
+    suspects = _suspects(cfg, arrays, oof_final, ens, out_dir)
     baseline = majority_baseline(arrays["y_dev"], test["y_song"], len(classes))
     confusion_png(test["y_song"], probs.argmax(1), classes, out_dir / "confusion_matrix.png",
                   f"{cfg.name}: test split, {len(test['y_song'])} songs, accuracy {scores['acc']:.3f}")
     per_class_report(test["y_song"], probs.argmax(1), classes).to_csv(out_dir / "per_class_report.csv",
                                                                        index_label="class")
-    model.probabilities = True
-    name = cfg.tracking["registered_model"] or f"genre-{task}"
-    aggregation = plan.train.get("aggregation", "mean")
-    audio = plan.kind not in NON_AUDIO_KINDS
-    shape = tuple(test["x"].shape[1:])
-    settings = FeatureSettings.from_config(cfg.features, kinds=(plan.kind,)) if audio else None
-    info = {"task": task, "registered_model": name, "model": plan.model, "params": dict(plan.params),
-            "search": cfg.name, "split_id": sid, "feature_cache_key": cache_key, "test_song_acc": scores["acc"]}
-    if plan.kind == "image":
-        info["image_size"] = cfg.features["image_size"]
-    classifier = SongClassifier(model, classes, plan.kind, settings, aggregation, info, shape)
-    tags = {"search": cfg.name, "model": plan.model, "refit": str(refit_info is not None).lower(),
-            "input": f"audio (path, or waveform + sample_rate) -> {plan.kind} clips {shape}" if audio
-            else f"{plan.kind} clips {shape}, float32"}
-    if not audio:  # an audio model's tag is the classifier's own: its FeatureSettings as JSON
-        tags["feature_settings"] = _feature_tag(cfg, plan.kind)
+    name = info["registered_model"]
+    chosen_ensemble = ensemble is not None and ensemble["chosen"]
+    refitted = bool(refits) and all(r is not None for r in refits.values())
+    tags = {"search": cfg.name, "model": "ensemble" if chosen_ensemble else plan.model, "refit": str(refitted).lower()}
+    if chosen_ensemble:
+        tags["members"] = json.dumps(ensemble["members"])
+        tags["input"] = "audio (path, or waveform + sample_rate) -> each member's clips" if classifier.audio \
+            else f"{plan.kind} rows, float32"
+    else:
+        shape = tuple(test["x"].shape[1:])
+        tags["input"] = (f"audio (path, or waveform + sample_rate) -> {plan.kind} clips {shape}" if classifier.audio
+                         else f"{plan.kind} clips {shape}, float32")
+        if not classifier.audio:  # an audio model's tag is the classifier's own: its FeatureSettings as JSON
+            tags["feature_settings"] = _feature_tag(cfg, plan.kind)
     registered = tracker.register_model(classifier, name, scores["acc"], sid, tags, promote=promote)
     return {"best_config": dict(best.config), "best_val": float(board.loc[0, f"best_{metric}"]),
-            "scored_model": scored, "refit": refit_info,
+            "scored_model": scored, "refit": refit_info, "single": single, "ensemble": ensemble,
+            "suspects": suspects,
             "test": scores, "test_songs": int(len(test["y_song"])), "test_clips": int(len(test["y"])),
             "baseline": baseline, "registered": registered, "classes": classes,
             "demo": asdict(DemoSpec(**cfg.data["demo"])) if cfg.data["source"] == "demo" else None}
+
+
+SUSPECTS_FILE = "suspect_labels.csv"
+
+
+def _suspects(cfg: SearchConfig, arrays: dict[str, Any], oof: np.ndarray | None, ens: dict[str, Any] | None,
+              out_dir: Path) -> dict[str, Any] | None:
+    """``suspect_labels.csv``: the songs whose label the final model's out-of-fold predictions contradict."""
+    from genre_ray.search.selection import suspect_labels
+
+    if oof is None:
+        return None
+    votes = np.stack([p.argmax(1) for p in ens["oof"]]) if ens is not None else None
+    table = suspect_labels(arrays["oof_songs"], oof, arrays["oof_y"], arrays["classes"], votes)
+    table.to_csv(out_dir / SUSPECTS_FILE, index=False)
+    return {"path": str(out_dir / SUSPECTS_FILE), "count": len(table), "songs": len(arrays["oof_y"]),
+            "top": table.head(5).to_dict("records")}

@@ -163,13 +163,14 @@ def model_identity(classifier: Any) -> str:
     A resumed run checks it, so that an alias moved since (or a folder retrained in place) is noticed.
     """
     digest = hashlib.sha256(json.dumps(classifier.meta(), sort_keys=True, default=str).encode())
-    net = classifier.model
-    if hasattr(net, "state_dict"):
-        for name, tensor in sorted(net.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().numpy().tobytes())
-    else:  # a classical (scikit-learn) model
-        digest.update(pickle.dumps(net))
+    nets = classifier.model if isinstance(classifier.model, list) else [classifier.model]  # an ensemble: each member
+    for net in nets:
+        if hasattr(net, "state_dict"):
+            for name, tensor in sorted(net.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().numpy().tobytes())
+        else:  # a classical (scikit-learn) model
+            digest.update(pickle.dumps(net))
     return digest.hexdigest()
 
 

@@ -29,7 +29,7 @@ from genre_ray.models import build_model
 from genre_ray.spaces import TrialPlan, resolve
 
 __all__ = ["AmpPolicy", "BareReporter", "ClassicalModel", "Ensemble", "Precision", "Reporter", "Standardized",
-           "TrialData", "TuneReporter", "amp_policy", "load_checkpoint_model", "predict_probs", "run_trial",
+           "TrialData", "TuneReporter", "amp_policy", "fold_models", "load_checkpoint_model", "predict_probs", "run_trial",
            "select_device", "set_threads", "song_probabilities", "threads_for", "train_trial", "trial_spec"]
 
 log = logging.getLogger(__name__)
@@ -431,6 +431,19 @@ class ClassicalModel:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x).argmax(axis=1)
+
+
+def fold_models(model: nn.Module | ClassicalModel, n_folds: int) -> list[Any]:
+    """The per-fold models of a trial's model (its fold ensemble, or its estimators), in fold order."""
+    if isinstance(model, Ensemble):
+        members: list[Any] = list(model.members)
+    elif isinstance(model, ClassicalModel):
+        members = [ClassicalModel([e], model.n_classes, model.aggregation) for e in model.estimators]
+    else:
+        members = [model]
+    if len(members) != n_folds:
+        raise ValueError(f"the model holds {len(members)} fold models, the trial data {n_folds} folds")
+    return members
 
 
 def _mean_metrics(per_fold: list[dict[str, float]]) -> dict[str, float]:

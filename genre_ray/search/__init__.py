@@ -152,10 +152,14 @@ def _print_report(s: dict[str, Any]) -> None:
         print(f"Zero-shot {zs['kind']} tags (no training, {len(zs['classes_covered'])} classes mapped): test song "
               f"accuracy {zs['test_acc']:.4f} ({zs['test_songs']} songs), validation {zs['val_acc']:.4f} "
               f"({zs['val_songs']} songs)")
+    from genre_ray.report import selection_lines
+
+    for line in selection_lines(s):
+        print(line[2:])
     reg = s.get("registered")
     if reg:
         print(f"Registered {reg['name']} v{reg['version']} as @{reg['alias']}: {reg['reason']}")
-    print(f"Results: {s['out_dir']}  (leaderboard.csv, summary.md, confusion_matrix.png)")
+    print(f"Results: {s['out_dir']}  (leaderboard.csv, summary.md, confusion_matrix.png, suspect_labels.csv)")
     print(f"MLflow:  {s['tracking_uri']}  (open with: mlflow ui --backend-store-uri {s['tracking_uri']})")
     if s.get("study_journal"):
         print(f"Optuna:  {s['study_journal']}  (open with: optuna-dashboard {s['study_journal']})")
@@ -167,6 +171,3 @@ def _print_report(s: dict[str, Any]) -> None:
               f"best and last per trial); feature cache {mib(disk['cache_bytes'])}")
     print(f"Wall time: {s['wall_s']:.0f} s")
 
-
-if __name__ == "__main__":
-    sys.exit(main())
