@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from genre_ray.bench import command_line, machine_summary, markdown_table, write_report
 
 HELP = "the zoo search against a tuned SVM on the same data, split and folds"
@@ -47,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--svm-samples", type=int, metavar="N", help="trials of the SVM (default: the YAML's)")
     p.add_argument("--folds", type=int, metavar="K", help="k-fold cross-validation over the non-test songs, "
                    "the same folds for both")
+    p.add_argument("--outer-folds", type=int, metavar="K", help="rotate the test split over K outer song folds "
+                   "of a folder collection, so that every song is a test song once; each search runs K times and "
+                   "the verdicts pool the K test splits")
     p.add_argument("--max-epochs", type=int, metavar="N", help="the zoo's maximum epochs per trial")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of both searchers")
     p.add_argument("--results-dir", default="results", help="where the report goes (default: results)")
@@ -54,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="tiny data, 2 trials each, 1 epoch (for tests)")
 
 
-def _overrides(args: argparse.Namespace, runs: Path, which: str) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace, runs: Path, which: str, manifest: Path | None = None) -> dict[str, Any]:
     from genre_ray.config import SMOKE_OVERRIDES
     from genre_ray.search import _task_name
 
@@ -67,6 +72,8 @@ def _overrides(args: argparse.Namespace, runs: Path, which: str) -> dict[str, An
         if table:
             out["features.kind"] = "auto"
         out["task"] = f"bench-{_task_name(str(Path(args.data).with_suffix('')))}"
+    if manifest is not None:  # one outer fold: the collection as a manifest whose split column holds its test songs
+        out.update({"data.source": "csv", "data.path": str(manifest), "name": f"{which}_{manifest.stem}"})
     out["split.folds"] = args.folds or None  # the same split for every search, whatever its YAML says
     samples = {"zoo": args.zoo_samples, "zoo_scratch": args.zoo_samples, "svm": args.svm_samples,
                "embeddings": args.embeddings_samples}[which]
@@ -94,7 +101,9 @@ def _verdict(what: str, a: dict[str, Any], b: dict[str, Any], b_name: str, folds
     margin = a["test_song_acc"] - b["test_song_acc"]
     return (f"{what} **{'beats' if margin > 0 else 'does not beat'}** {b_name} on the same {a['test_songs']} "
             f"test songs: test song accuracy {a['test_song_acc']:.4f} against {b['test_song_acc']:.4f} "
-            f"({margin:+.4f}); split `{a['split_id']}`" + (f", {folds}-fold cross-validation for all" if folds else ""))
+            f"({margin:+.4f}); " + (f"split `{a['split_id']}`" if "+" not in str(a["split_id"]) else
+                                    f"{str(a['split_id']).count('+') + 1} outer song folds, every song a test song once")
+            + (f", {folds}-fold cross-validation for all" if folds else ""))
 
 
 def gridsearch_baseline(cfg: Any, out_dir: Path, seed: int = 0) -> dict[str, Any]:
@@ -148,29 +157,53 @@ def _row(which: str, summary: dict[str, Any], wall: float) -> dict[str, Any]:
 
     plan = resolve(summary["best_config"])
     test = summary["test"]
-    return {"search": which, "best_model": plan.model, "features": plan.kind,
+    ens = summary.get("ensemble") or {}
+    model, kind = plan.model, plan.kind
+    if ens.get("chosen"):  # the registered (and scored) model is the greedy ensemble of the best trials
+        model = "ensemble of " + " + ".join(m["model"] for m in ens["members"])
+        kind = " + ".join(dict.fromkeys(m["kind"] for m in ens["members"]))
+    return {"search": which, "best_model": model, "features": kind,
             "aggregation": plan.train.get("aggregation", "mean"), "trials": summary["trials"]["total"],
             "best_val": round(summary["best_val"], 4), "test_song_acc": round(test["acc"], 4),
             "test_song_bacc": round(test["bacc"], 4), "test_song_f1": round(test["f1"], 4),
             "test_songs": summary["test_songs"], "split_id": summary["split_id"], "wall_s": round(wall, 1)}
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def outer_fold_manifests(data: str, k: int, seed: int, out_dir: Path) -> list[Path]:
+    """One manifest CSV per outer fold of a folder collection: fold ``i``'s songs are its test split.
+
+    The folds are stratified by genre (and grouped by artist where known), so every song is a test
+    song exactly once over the ``k`` manifests; the other songs are ``train`` (the searches' own
+    ``split.folds`` then cross-validate over them).
+    """
+    from genre_ray.data.collection import folder_manifest
+    from genre_ray.data.splits import song_folds
+
+    manifest, _ = folder_manifest(data)
+    songs = manifest.drop_duplicates("song_id").reset_index(drop=True)
+    fold = song_folds(songs, k, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(k):
+        split = np.where(fold == i, "test", "train").astype(object)
+        dev = np.flatnonzero(fold != i)  # a fifth of the others validate (with split.folds they all cross-validate)
+        split[dev[song_folds(songs.iloc[dev], 5, seed) == 0]] = "val"
+        frame = songs[["path", "label"]].assign(song_id=songs["song_id"], split=split)
+        paths.append(out_dir / f"outer{i}.csv")
+        frame.to_csv(paths[-1], index=False)
+    return paths
+
+
+def _run_searches(args: argparse.Namespace, runs: Path, searches: list[tuple[str, str]],
+                  manifest: Path | None = None) -> list[dict[str, Any]] | int:
+    """Each search once on one split (rows of the report), or an exit code."""
     from genre_ray.config import ConfigError, load_config
     from genre_ray.runner import SearchFailed, run_search
 
-    results = Path(args.results_dir).expanduser()
-    runs = (results / "bench_zoo_runs").resolve()
     rows = []
-    audio = not (args.data and Path(args.data).suffix.lower() == ".csv")
-    searches = [("svm", args.svm)] + ([] if args.skip_zoo else [("zoo", args.zoo)])
-    if audio and not args.no_scratch:
-        searches.append(("zoo_scratch", args.zoo))
-    if audio and args.embeddings != "none":
-        searches.append(("embeddings", args.embeddings))
     for which, space in searches:
         try:
-            cfg = load_config(space, _overrides(args, runs, which))
+            cfg = load_config(space, _overrides(args, runs, which, manifest))
         except ConfigError as exc:
             print(f"error: {exc}")
             return 2
@@ -189,15 +222,62 @@ def run_cli(args: argparse.Namespace) -> int:
             rows.append(base)
             log.info("sklearn GridSearchCV: test song accuracy %.4f on %d songs (%s)", base["test_song_acc"],
                      base["test_songs"], base["note"])
+    if len({r["split_id"] for r in rows}) > 1:
+        print("error: the searches were tested on different splits ("
+              + ", ".join(f"{r['search']} {r['split_id']}" for r in rows) + ")")
+        return 1
+    return rows
+
+
+def _pooled(per_fold: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per search over all outer folds: test songs summed, accuracies pooled over them."""
+    out = []
+    for rows in zip(*per_fold, strict=True):
+        songs = sum(r["test_songs"] for r in rows)
+        row = {k: rows[0][k] for k in ("search",)}
+        row.update({
+            "best_model": ", ".join(r["best_model"] for r in rows), "features": ", ".join(r["features"] for r in rows),
+            "aggregation": ", ".join(str(r["aggregation"]) for r in rows), "trials": sum(r["trials"] for r in rows),
+            "best_val": round(float(np.mean([r["best_val"] for r in rows])), 4),
+            **{k: round(sum(r[k] * r["test_songs"] for r in rows) / songs, 4)
+               for k in ("test_song_acc", "test_song_bacc", "test_song_f1")},
+            "test_songs": songs, "split_id": "+".join(str(r["split_id"]) for r in rows),
+            "wall_s": round(sum(r["wall_s"] for r in rows), 1),
+            "note": "per outer fold: " + ", ".join(f"{r['test_song_acc']:.2f}" for r in rows)})
+        out.append(row)
+    return out
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    results = Path(args.results_dir).expanduser()
+    runs = (results / "bench_zoo_runs").resolve()
+    audio = not (args.data and Path(args.data).suffix.lower() == ".csv")
+    searches = [("svm", args.svm)] + ([] if args.skip_zoo else [("zoo", args.zoo)])
+    if audio and not args.no_scratch:
+        searches.append(("zoo_scratch", args.zoo))
+    if audio and args.embeddings != "none":
+        searches.append(("embeddings", args.embeddings))
+    if args.outer_folds:
+        if not (args.data and audio and Path(args.data).is_dir()):
+            print("error: --outer-folds needs --data FOLDER (a folder-per-genre collection)")
+            return 2
+        per_fold = []
+        for manifest in outer_fold_manifests(args.data, args.outer_folds, args.seed, runs / "outer_folds"):
+            got = _run_searches(args, runs, searches, manifest)
+            if isinstance(got, int):
+                return got
+            per_fold.append(got)
+        rows = _pooled(per_fold)
+    else:
+        got = _run_searches(args, runs, searches)
+        if isinstance(got, int):
+            return got
+        rows = got
     by = {r["search"]: r for r in rows}
     # the stronger of the two SVM baselines: the project's own search, and scikit-learn's GridSearchCV
     svm = max(by["svm"], by["sklearn_gridsearch"], key=lambda r: r["test_song_acc"])
     svm_name = ("scikit-learn's GridSearchCV SVM" if svm is by["sklearn_gridsearch"] else "the tuned SVM search") \
         + " (the stronger SVM)"
-    if len({r["split_id"] for r in rows}) > 1:
-        print("error: the searches were tested on different splits ("
-              + ", ".join(f"{r['search']} {r['split_id']}" for r in rows) + ")")
-        return 1
     verdicts = [_verdict("the zoo's best model", by["zoo"], svm, svm_name, args.folds)] if "zoo" in by else []
     if "embeddings" in by:
         emb = by["embeddings"]
