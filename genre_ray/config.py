@@ -41,6 +41,16 @@ __all__ = [
     "parse_config",
 ]
 
+def _folds(v: Any) -> Any:
+    """``split.folds``: ``auto``, null (one validation split) or k in [2, 20]."""
+    if v is None or v == "auto":
+        return v
+    try:
+        return _num(2, 20, integer=True)(v)
+    except _Bad:
+        raise _Bad("must be auto, null (one validation split) or an integer in [2, 20]") from None
+
+
 #: Metrics a search may optimise, with their direction. The default objective is song-level
 #: validation accuracy: users care about songs, not 3-second clips.
 METRICS: dict[str, str] = {
@@ -144,8 +154,9 @@ _SCHEMA: dict[str, Any] = {
     "split": {
         "val_fraction": (_num(0.0, 0.5, lo_open=True, hi_open=True), 0.15),
         "test_fraction": (_num(0.0, 0.5, lo_open=True, hi_open=True), 0.2),
-        # k-fold cross-validation over the non-test songs: the objective is the mean over folds
-        "folds": (_optional(_num(2, 20, integer=True)), None),
+        # k-fold cross-validation over the non-test songs: the objective is the mean over folds.
+        # auto: 5 folds when fewer than AUTO_FOLDS_BELOW songs are outside the test split (bench folds)
+        "folds": (_folds, "auto"),
         "seed": (_num(0, None, integer=True), 0),
     },
     "search": {
@@ -530,7 +541,7 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "data.demo.genres": 3, "data.demo.songs_per_genre": 5, "data.demo.seconds": 4.0,
     "features.max_clips_per_song": 3, "train.epochs": 1, "search.num_samples": 2,
     "search.max_concurrent": 2, "search.max_epochs": 1, "search.grace_period": 1,
-    "search.time_budget_s": None,
+    "search.time_budget_s": None, "split.folds": None,
 }
 
 

@@ -22,7 +22,8 @@ from genre_ray.config import SearchConfig
 from genre_ray.data.collection import MANIFEST_COLUMNS, SKIPPED_COLUMNS, CollectionError, folder_manifest
 from genre_ray.data.demo import DemoSpec, ensure_demo_collection
 from genre_ray.data.tables import image_manifest, table_manifest
-from genre_ray.data.splits import SplitError, assign_splits, song_folds, split_id, split_report
+from genre_ray.data.splits import (AUTO_FOLDS_BELOW, SplitError, assign_splits, auto_folds, song_folds, split_id,
+                                   split_report)
 from genre_ray.data.tasks import TaskError, TaskSpec, apply_task
 from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline, per_class_report
 from genre_ray.features import FeatureSettings
@@ -231,17 +232,19 @@ def split_songs(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame) -> t
     except (TaskError, SplitError) as exc:
         raise SearchFailed(str(exc)) from None
     songs["split"] = split
-    if sp["folds"]:
+    k = auto_folds(sp["folds"], int((songs["split"] != "test").sum()))
+    if k:
         # Cross-validation on the songs outside the test split: train and val become folds.
         dev = songs["split"] != "test"
         songs.loc[dev, "split"] = "train"
         try:
-            folds = song_folds(songs[dev], sp["folds"], sp["seed"])
+            folds = song_folds(songs[dev], k, sp["seed"])
         except SplitError as exc:
             raise SearchFailed(str(exc)) from None
         songs["fold"] = -1
         songs.loc[dev, "fold"] = folds
-        how += f", {sp['folds']}-fold cross-validation"
+        how += f", {k}-fold cross-validation" + (
+            f" (split.folds auto: fewer than {AUTO_FOLDS_BELOW} non-test songs)" if sp["folds"] == "auto" else "")
     return songs, class_report, how
 
 

@@ -22,4 +22,5 @@ def tiny_space(name: str, task: str, demo_path: str, *, epochs: int, num_samples
                   "epochs": epochs},
         "search": {"num_samples": num_samples, "max_concurrent": 2, "grace_period": epochs,
                    "reduction_factor": 2, "max_epochs": epochs},
+        "split": {"folds": None},  # one validation split: the trials' epochs are what these tests count
     }

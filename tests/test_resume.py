@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _cfg(tmp_path: Path, **overrides: object):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"task": "unit", "model": {"name": "cnn2d"}}))
-    return load_config(space, {"output.results_dir": str(tmp_path), **overrides})
+    return load_config(space, {"output.results_dir": str(tmp_path), "split.folds": None, **overrides})
 
 
 # ---------------------------------------------------------------------------- impossible resources

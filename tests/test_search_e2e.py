@@ -23,6 +23,7 @@ TINY = {
     "train": {"lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": {"choice": [16, 32]}, "epochs": 3},
     "search": {"num_samples": 3, "max_concurrent": 2, "grace_period": 1, "reduction_factor": 2,
                "max_epochs": 3},
+    "split": {"folds": None},  # one validation split (tests/test_splits.py covers split.folds: auto)
 }
 
 

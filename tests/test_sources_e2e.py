@@ -53,7 +53,8 @@ def _search(tmp_path: Path, doc: dict) -> dict:
     from genre_ray.runner import run_search
 
     cfg = load_config(_space(tmp_path, doc), {"output.results_dir": str(tmp_path / "results"),
-                                              "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+                                              "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                              "split.folds": doc.get("split", {}).get("folds")})
     [summary] = run_search(cfg)
     return summary
 

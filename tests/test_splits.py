@@ -84,3 +84,34 @@ def test_predefined_split_is_honoured_and_checked() -> None:
     songs.loc[0, "split"] = "holdout"
     with pytest.raises(SplitError, match="'holdout'"):
         assign_splits(songs, 0.2, 0.2, seed=0)
+
+
+def test_split_folds_auto_cross_validates_small_collections_only() -> None:
+    from genre_ray.config import ConfigError, parse_config
+    from genre_ray.data.splits import AUTO_FOLDS, AUTO_FOLDS_BELOW, auto_folds
+
+    assert parse_config({}, "x.yaml").split["folds"] == "auto"  # the default
+    assert auto_folds("auto", AUTO_FOLDS_BELOW - 1) == AUTO_FOLDS
+    assert auto_folds("auto", AUTO_FOLDS_BELOW) is None  # a big collection: one validation split
+    assert auto_folds(None, 10) is None and auto_folds(3, 10_000) == 3  # an explicit choice is kept
+    with pytest.raises(ConfigError, match=r"split\.folds: must be auto, null"):
+        parse_config({"split": {"folds": "many"}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"split\.folds"):
+        parse_config({"split": {"folds": 1}}, "x.yaml")
+
+
+def test_a_small_collection_is_split_into_folds_by_default() -> None:
+    from genre_ray.config import parse_config
+    from genre_ray.data.tasks import TaskSpec
+    from genre_ray.runner import split_songs
+
+    songs = pd.DataFrame({"song_id": [f"s{i}" for i in range(60)], "label": [f"g{i % 4}" for i in range(60)],
+                          "artist": [None] * 60, "path": [f"/m/{i}.wav" for i in range(60)]})
+    cfg = parse_config({}, "x.yaml")
+    out, _, how = split_songs(cfg, TaskSpec.from_config(cfg.tasks[0]), songs)
+    dev = out[out["split"] != "test"]
+    assert (dev["split"] == "train").all() and sorted(dev["fold"].unique()) == [0, 1, 2, 3, 4]
+    assert "5-fold cross-validation (split.folds auto" in how
+    cfg = parse_config({"split": {"folds": None}}, "x.yaml")
+    out, _, how = split_songs(cfg, TaskSpec.from_config(cfg.tasks[0]), songs)
+    assert "fold" not in out and set(out["split"]) == {"train", "val", "test"}

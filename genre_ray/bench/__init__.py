@@ -32,6 +32,7 @@ __all__ = ["SUBCOMMANDS", "Timing", "command_line", "load_average", "machine_sum
 SUBCOMMANDS: dict[str, str] = {
     "embed": "genre_ray.bench.embed",
     "featurize": "genre_ray.bench.featurize",
+    "folds": "genre_ray.bench.folds",
     "overhead": "genre_ray.bench.overhead",
     "search": "genre_ray.bench.search",
     "tag": "genre_ray.bench.tag",

@@ -7,7 +7,8 @@ asha_tpe   the search's default: Optuna TPE and ASHA, as many trials as it likes
            epochs it ran).
 
 Both search the same space on the same trial data (one object-store copy), with the same
-max_concurrent, searcher seed and training seed, once per seed. Every reported epoch of every
+max_concurrent and training seed, once per seed; TPE's sampler seed is the seed plus 1000, so its
+random start-up trials are not random search's own first draws. Every reported epoch of every
 trial is recorded on the driver in the order Tune processes it; the curves plot the best
 validation score so far against the cumulative trial-epochs. The target: ASHA + TPE reaches
 random search's best validation score within 40% of random's trial-epochs.
@@ -256,6 +257,11 @@ class RunResult:
         return sum(1 for t in self._short() if t not in self.ended_by_budget)
 
 
+# TPE's sampler seed is the run's seed plus this: with one seed for both samplers, TPE's random start-up
+# trials were random search's first trials, and a configuration both drew was credited to both.
+TPE_SEED_OFFSET = 1000
+
+
 def _run(cfg: Any, data: dict[str, Any], groups: dict[str, Any], method: str, seed: int, budget: int | None,
          storage: Path) -> RunResult:
     """One search; ``budget`` None runs random search's fixed trials to the end."""
@@ -266,9 +272,9 @@ def _run(cfg: Any, data: dict[str, Any], groups: dict[str, Any], method: str, se
     counter = BudgetCounter(cfg.search["metric"], budget)
     if method == "random":
         kwargs = {"sampler": optuna.samplers.RandomSampler(seed=seed), "early_stopping": False}
-    else:
-        kwargs = {"sampler": tpe_sampler(seed, startup_trials(cfg.search["num_samples"],
-                                                              cfg.search["startup_trials"])),
+    else:  # another stream of suggestions: its random start-up never replays random search's own draws
+        kwargs = {"sampler": tpe_sampler(seed + TPE_SEED_OFFSET, startup_trials(cfg.search["num_samples"],
+                                                                                cfg.search["startup_trials"])),
                   "early_stopping": True}
     t0 = time.perf_counter()
     with trial_data(data) as ref:
@@ -411,8 +417,9 @@ def report(runs: Sequence[RunResult], cfg: Any, out: Path, command: str, wall_s:
               "metric": f"{s['metric']} ({cfg.mode}) on the validation songs",
               "search": f"max_epochs {s['max_epochs']}, ASHA grace_period {s['grace_period']}, "
               f"reduction_factor {s['reduction_factor']:g}, max_concurrent {s['max_concurrent']}, "
-              f"{cfg.resources['cpu']:g} CPU per trial; both methods share each seed (searcher and "
-              "training), so TPE's first, random suggestions are random search's",
+              f"{cfg.resources['cpu']:g} CPU per trial; both methods share each seed's training seed, and TPE "
+              f"samples with seed + {TPE_SEED_OFFSET}, so no configuration is credited to both for being "
+              "drawn by the same random stream",
               "wall time": f"{wall_s:.0f} s in all (data and features included)"}
     columns = {"seed": "seed", "budget": "budget (random's trial-epochs)", "random_best": "random best",
                "random_own_best_at": "random reached its best at", "asha_best": "ASHA+TPE best",
@@ -451,7 +458,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     demo = ", ".join(f"{k}={v}" for k, v in DEFAULT_OVERRIDES.items() if k.startswith("data."))
     p.add_argument("--space", default=DEFAULT_SPACE, metavar="YAML",
                    help=f"the search space (default: {DEFAULT_SPACE}, on a harder demo: {demo})")
-    p.add_argument("--data", metavar="DIR", help="a folder-per-genre collection instead of the demo")
+    p.add_argument("--data", metavar="PATH", help="a folder-per-genre collection, or a feature table (.csv, GTZAN "
+                   "features layout), instead of the demo")
+    p.add_argument("--folds", type=int, metavar="K", help="k-fold cross-validation over the non-test songs "
+                   "(split.folds): every trial-epoch reports the mean over the folds")
+    p.add_argument("--out", metavar="FILE", help="the report (default: RESULTS_DIR/bench_search.md; the .csv "
+                   "and .png go beside it)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--random-trials", type=int, metavar="N", help="random search's trials "
                       f"(default: {DEFAULT_RANDOM_TRIALS})")
@@ -476,8 +488,11 @@ def overrides_for(args: argparse.Namespace) -> dict[str, Any]:
     if args.space == DEFAULT_SPACE and not args.smoke:
         out["search.metric"] = "val_loss"  # song accuracy on the demo ties at the top; the loss does not
     out.update({"output.results_dir": str(results), "data.path": str(results / DEMO_ROOT)})
-    if args.data:
+    if args.data and Path(args.data).suffix.lower() == ".csv":
+        out.update({"data.source": "table", "data.path": args.data, "features.kind": "auto"})
+    elif args.data:
         out.update({"data.source": "folder", "data.path": args.data})
+    out["split.folds"] = getattr(args, "folds", None) or None  # one validation split unless --folds
     if args.metric:
         out["search.metric"] = args.metric
     if args.max_epochs:
@@ -516,7 +531,7 @@ def run_cli(args: argparse.Namespace) -> int:
     finally:
         if started and ray.is_initialized():
             ray.shutdown()
-    out = Path(args.results_dir) / "bench_search.md"
+    out = Path(args.out) if getattr(args, "out", None) else Path(args.results_dir) / "bench_search.md"
     shown = {k: v for k, v in overrides.items() if k not in ("output.results_dir", "data.path")}
     md, path_csv = report(runs, cfg, out, command_line(getattr(args, "argv", None)), time.perf_counter() - t0,
                           shown)

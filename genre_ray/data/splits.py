@@ -135,6 +135,20 @@ def predefined_split(songs: pd.DataFrame) -> pd.Series:
     return names
 
 
+#: ``split.folds: auto`` cross-validates with AUTO_FOLDS folds below this many non-test songs. From
+#: ``python -m genre_ray.bench folds`` (results/bench_folds.md): up to about this size, choosing on
+#: k folds instead of one validation split lowered the regret of the pick by more than half a point.
+AUTO_FOLDS_BELOW = 2000
+AUTO_FOLDS = 5
+
+
+def auto_folds(folds: int | str | None, dev_songs: int) -> int | None:
+    """``split.folds`` resolved: ``auto`` is :data:`AUTO_FOLDS` below :data:`AUTO_FOLDS_BELOW` non-test songs."""
+    if folds == "auto":
+        return AUTO_FOLDS if dev_songs < AUTO_FOLDS_BELOW else None
+    return int(folds) if folds else None
+
+
 def song_folds(songs: pd.DataFrame, k: int, seed: int) -> np.ndarray:
     """Fold index of every song for k-fold cross-validation, stratified, and grouped by artist.
 
