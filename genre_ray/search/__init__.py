@@ -1,18 +1,23 @@
 """``python -m genre_ray.search SPACE.yaml``: featurize, search, evaluate once, register.
 
-The whole YAML is validated before anything heavy is imported, so a bad file fails in well
-under two seconds with one line naming the file, the key, the rule and the value.
+The whole YAML, with the ``--set`` overrides applied, is validated before anything heavy is
+imported, so a bad file or a bad ``--set`` fails in well under two seconds with one line naming the
+file, the key, the rule and the value.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import logging
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from genre_ray import cli
 from genre_ray.config import SMOKE_OVERRIDES, ConfigError, SearchConfig, load_config
 
 __all__ = ["build_parser", "main", "run_search"]
@@ -22,19 +27,22 @@ log = logging.getLogger("genre_ray.search")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m genre_ray.search",
+        prog=cli.prog("search"),
         description="Search for the best genre classifier for a music collection: featurize the audio "
         "with Ray Data, search the YAML's space with Ray Tune (Optuna TPE + ASHA early stopping), "
         "evaluate the best trial once on held-out test songs, and record everything in MLflow.",
-        epilog="Example: python -m genre_ray.search search_spaces/cnn.yaml --data ~/music/gtzan",
+        epilog=f"Example: {cli.prog('search')} search_spaces/cnn.yaml --data ~/music/gtzan --set "
+        f"train.lr=0.001. {cli.EXIT_STATUS}",
     )
     p.add_argument("space", help="the search space YAML (e.g. search_spaces/cnn.yaml)")
-    p.add_argument("--data", metavar="DIR", help="a folder-per-genre collection (<genre>/<file>.wav, the GTZAN "
-                   "layout), or a feature table (.csv in the GTZAN features_30_sec.csv layout; a zoo then keeps "
-                   "the models that take table rows), to search on instead of the YAML's data (default: the "
-                   "embedded demo collection)")
+    p.add_argument("--data", metavar="DIR_OR_CSV", help="what to search on instead of the YAML's data "
+                   "(default: the embedded demo collection): a folder-per-genre collection "
+                   "(<genre>/<file>.wav, the GTZAN layout), a CSV manifest of audio files (path and label "
+                   "columns: data.source csv), or a feature table (the GTZAN features_30_sec.csv layout: "
+                   "data.source table; a zoo then keeps the models that take table rows). A CSV is told apart "
+                   "by its columns; --set data.source=csv or --set data.source=table decides")
     p.add_argument("--task", help="the genre task: its MLflow experiment and the registered model genre-TASK "
-                   "(default: the YAML's task; with --data, the collection folder's name)")
+                   "(default: the YAML's task; with --data, the folder's or the CSV's name)")
     p.add_argument("--name", help="the search's name: results go to RESULTS_DIR/NAME/ (default: YAML name "
                    "or file stem)")
     p.add_argument("--num-samples", type=int, metavar="N", help="number of trials (search.num_samples)")
@@ -58,12 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="shrink the search to a run of seconds: a tiny demo "
                    "collection (for data.source demo), 3 clips per song, 2 trials of 1 epoch; to check a YAML "
                    "end to end")
+    cli.add_set_option(p)
     p.add_argument("--check", action="store_true", help="validate the YAML, print the resolved config, exit")
+    p.add_argument("--json", action="store_true", help="print the outcome as one JSON document on stdout "
+                   "(each task: best configuration, validation and test scores with their song counts, the "
+                   "registered model, where the results are; with --check, the resolved config); the log and "
+                   "Ray's output go to stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final report")
     return p
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The dotted config keys the options set; ``--set`` last, so it wins.
+
+    Raises:
+        UsageError: for a malformed ``--set``, or a ``--data`` CSV that is neither a manifest nor a
+            feature table.
+    """
+    sets = cli.parse_sets(getattr(args, "set", None))
     pairs = {
         "name": args.name, "search.num_samples": args.num_samples, "search.max_concurrent": args.max_concurrent,
         "search.max_epochs": args.max_epochs, "resources.cpu": args.cpus_per_trial,
@@ -72,16 +92,25 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     out = dict(SMOKE_OVERRIDES) if getattr(args, "smoke", False) else {}
     out.update({k: v for k, v in pairs.items() if v is not None})
-    if args.data and Path(args.data).suffix.lower() == ".csv":  # a feature table (GTZAN features_*.csv layout)
-        out.update({"data.source": "table", "data.path": args.data, "features.kind": "auto"})
-        out.setdefault("task", _task_name(str(Path(args.data).with_suffix(""))))
-    elif args.data:
-        out.update({"data.source": "folder", "data.path": args.data})
+    if args.data:
+        source = sets.get("data.source") or _data_source(args.data)
+        out.update({"data.source": source, "data.path": args.data})
+        if source == "table":
+            out["features.kind"] = "auto"  # the table's own columns
         # Another collection is another task: never register it over the demo's champion.
-        out.setdefault("task", _task_name(args.data))
+        out["task"] = _task_name(args.data if source == "folder" else str(Path(args.data).with_suffix("")))
     if args.task:
         out["task"] = args.task
-    return out
+    return {**out, **sets}
+
+
+def _data_source(data: str) -> str:
+    """``data.source`` for ``--data``: a CSV's columns say manifest or feature table, else a folder."""
+    from genre_ray.storage import is_uri
+
+    if not is_uri(data) and (data.lower().endswith(".csv") or Path(data).expanduser().is_file()):
+        return cli.csv_source(data)
+    return "folder"
 
 
 def _task_name(folder: str) -> str:
@@ -97,32 +126,66 @@ def _task_name(folder: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (:data:`genre_ray.cli.EXIT_STATUS`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         cfg = load_config(args.space, _overrides(args))
-    except ConfigError as exc:
+    except (ConfigError, cli.UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
+    if args.set:  # MLflow's search_space parameter then says how the file was changed
+        sets = " ".join(f"--set {shlex.quote(item)}" for item in args.set)
+        cfg = dataclasses.replace(cfg, source_file=f"{cfg.source_file} {sets}")
     if args.check:
         import yaml
 
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        return 0
+        if args.json:
+            cli.print_json(cfg.to_dict())
+        else:
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return cli.EXIT_OK
     from genre_ray.runner import SearchFailed, run_search as _run
 
     try:
-        summaries = _run(cfg, promote=args.promote, resume=args.resume)
+        with cli.stdout_to_stderr() if args.json else contextlib.nullcontext():
+            summaries = _run(cfg, promote=args.promote, resume=args.resume)
     except SearchFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if not summaries and args.resume:
-        print("Nothing to resume: every task of this search had finished; its results are in "
-              f"{cfg.output['results_dir']}/{cfg.name}")
-    for summary in summaries:
-        _print_report(summary)
-    return 0
+        return cli.EXIT_FAILED
+    if args.json:
+        cli.print_json({"search": cfg.name, "space": args.space, "overrides": cli.parse_sets(args.set),
+                    "tasks": [_summary_doc(s) for s in summaries]})
+    else:
+        if not summaries and args.resume:
+            print("Nothing to resume: every task of this search had finished; its results are in "
+                  f"{cfg.output['results_dir']}/{cfg.name}")
+        for summary in summaries:
+            _print_report(summary)
+    skipped = any(s.get("skipped") is not None and len(s["skipped"]) for s in summaries)
+    return cli.EXIT_SKIPPED if skipped else cli.EXIT_OK
+
+
+def _summary_doc(s: dict[str, Any]) -> dict[str, Any]:
+    """One task's summary as JSON-able data (see :func:`genre_ray.cli.jsonable`)."""
+    totals = s["split_table"].loc["total"]
+    cross = "cross-validation" in str(s.get("split_method", ""))  # every non-test song is validated once
+    out = Path(s["out_dir"])
+    return {
+        "task": s["task"], "classes": s["classes"], "split_method": s.get("split_method"),
+        "best_trial": s["leaderboard"].loc[0, "trial_id"], "best_config": s["best_config"],
+        "validation": {"metric": s["metric"], "value": s["best_val"],
+                       "songs": int(totals["train"] + totals["val"]) if cross else int(totals["val"])},
+        "test": {**s["test"], "songs": s["test_songs"], "clips": s.get("test_clips")},
+        "baseline": s["baseline"], "trials": s["trials"], "scored_model": s.get("scored_model"),
+        "registered": s.get("registered"), "zero_shot": s.get("zero_shot"),
+        "skipped_files": 0 if s.get("skipped") is None else len(s["skipped"]),
+        "paths": {"results": out, "summary": out / "summary.md", "leaderboard": out / "leaderboard.csv",
+                  "data_report": out / "data_report.csv", "tracking_uri": s.get("tracking_uri"),
+                  "study_journal": s.get("study_journal")},
+        "wall_s": s.get("wall_s"),
+    }
 
 
 def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 import sys
 
+from genre_ray.cli import run
 from genre_ray.search import main
 
-sys.exit(main())
+sys.exit(run(main))
