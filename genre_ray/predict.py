@@ -1,38 +1,45 @@
-"""``python -m genre_ray.predict MODEL FILE_OR_DIR...``: the genres of songs, from a registered model.
+"""``python -m genre_ray.predict --model URI FILE_OR_DIR...``: the genres of songs, from a registered model.
 
-MODEL is ``models:/genre-<task>@champion`` (or any alias or version), a run's model
-(``runs:/<run_id>/model``), or a local model folder. Files may be WAV, MP3, FLAC, OGG, ... at any
+URI is ``models:/genre-<task>@champion`` (or any alias or version), a run's model
+(``runs:/<run_id>/model``), or a local model folder; the older form, the model as the first
+argument (``MODEL FILE_OR_DIR...``), still works. Files may be WAV, MP3, FLAC, OGG, ... at any
 sample rate; folders are searched for audio files. Each song gets its top genres with their
 probabilities; ``--timeline`` adds one line per clip; ``--json`` prints one JSON document.
 
-Exit status: 0 when every file was classified, 1 when some could not be (each is reported and
-the others go on), 2 for a usage error (unknown model, missing file).
+Exit status (:mod:`genre_ray.cli`): 0 when every file was classified, 3 when some could not be
+(each is reported and the others go on), 2 for a usage error (unknown model, missing file).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from genre_ray import cli
+
 __all__ = ["build_parser", "find_audio", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    name = cli.prog("predict")
     p = argparse.ArgumentParser(
-        prog="python -m genre_ray.predict",
+        prog=name,
+        usage=f"{name} --model URI [options] FILE_OR_DIR...\n       {name} [options] MODEL FILE_OR_DIR... "
+        "(the older form)",
         description="Classify songs with a registered genre model: the top genres of each song with their "
         "probabilities, optionally clip by clip.",
-        epilog="Example: python -m genre_ray.predict models:/genre-gtzan@champion song.mp3 ~/music/new/",
+        epilog=f"Example: {name} --model models:/genre-gtzan@champion song.mp3 ~/music/new/ "
+        f"(the same as {name} models:/genre-gtzan@champion song.mp3 ~/music/new/). {cli.EXIT_STATUS}",
     )
-    p.add_argument("model", metavar="MODEL", help="models:/genre-<task>@champion (or @challenger, or "
-                   "/<version>), runs:/<run_id>/model, or a local model folder")
-    p.add_argument("paths", metavar="FILE_OR_DIR", nargs="+", help="audio files (WAV, MP3, FLAC, OGG, ... at "
-                   "any sample rate) or folders, searched recursively for audio files")
+    p.add_argument("paths", metavar="FILE_OR_DIR", nargs="*", help="audio files (WAV, MP3, FLAC, OGG, ... at "
+                   "any sample rate) or folders, searched recursively for audio files; without --model, the "
+                   "first is the model")
+    p.add_argument("--model", metavar="URI", help="models:/genre-<task>@champion (or @challenger, or "
+                   "/<version>), runs:/<run_id>/model, or a local model folder (as for tag --model)")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="genres shown per song (default: 3)")
     p.add_argument("--timeline", action="store_true", help="also show the genre of every clip, with its time")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
@@ -126,15 +133,21 @@ def _print_entry(entry: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit status (:data:`genre_ray.cli.EXIT_STATUS`)."""
+    args = build_parser().parse_intermixed_args(argv)  # files may come before and after options
+    if args.model is None and args.paths:  # the older form: MODEL FILE_OR_DIR...
+        args.model, args.paths = args.paths[0], args.paths[1:]
+    if not args.model or not args.paths:
+        print("error: give --model URI and at least one FILE_OR_DIR", file=sys.stderr)
+        return cli.EXIT_USAGE
     if args.top_k < 1:
         print("error: --top-k: must be at least 1", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
     files, problems = find_audio(args.paths)
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # dependency notes on load; errors still show
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -145,16 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     why = _missing_store(args.model, uri)
     if why:
         print(f"error: {why}", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
     try:
         classifier = load(args.model, uri)
     except ServingError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
     if not classifier.audio:
         print(f"error: {args.model} classifies {classifier.kind} features, not audio; use it from Python "
               "with feature rows (see genre_ray.serving)", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
     entries = []
     for path in files:
         entry = _classify(classifier, path, args)
@@ -164,13 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {"model": args.model, "classes": classifier.classes, "aggregation": classifier.aggregation,
                "model_info": classifier.info, "results": entries}
-        print(json.dumps(doc, indent=2, default=str))
-    return 1 if any("error" in e for e in entries) else 0
+        cli.print_json(doc)
+    return cli.EXIT_SKIPPED if any("error" in e for e in entries) else cli.EXIT_OK
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # the output was piped into head or less, which closed it: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    sys.exit(cli.run(main))

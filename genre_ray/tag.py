@@ -23,6 +23,7 @@ into ``--out`` (CSV or Parquet), one row per audio file now in the library.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -42,6 +43,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from genre_ray import cli
 
 __all__ = ["TagError", "TagSummary", "Predictor", "PartStore", "build_parser", "list_library", "load_model",
            "main", "model_identity", "run_tag"]
@@ -461,18 +464,21 @@ def _write_table(table: pd.DataFrame, out: Path) -> None:
 # ------------------------------------------------------------------------------------------ CLI
 
 def build_parser() -> argparse.ArgumentParser:
+    name = cli.prog("tag")
     p = argparse.ArgumentParser(
-        prog="python -m genre_ray.tag",
+        prog=name,
         description="Predict the genre of every song of a music library with a registered model (Ray Data, "
         "in parallel; on a GPU when there is one), write the predictions to CSV or Parquet, resuming an "
         "interrupted run; optionally write the genres into the files' tags, with an undo log.",
-        epilog="Examples: python -m genre_ray.tag ~/Music --model models:/genre-demo@champion --out "
+        epilog=f"Examples: {name} ~/Music --model models:/genre-demo@champion --out "
         "preds.csv | ... --write-tags --threshold 0.7 (dry run) | ... --write-tags --apply | "
-        "python -m genre_ray.tag --undo ~/Music/.genre_ray-undo/tag-20250101-120000")
+        f"{name} --undo ~/Music/.genre_ray-undo/tag-20250101-120000. {cli.EXIT_STATUS} Files that "
+        f"cannot be decoded are rows with an error (exit {cli.EXIT_SKIPPED}); a tag that cannot be written "
+        f"or restored is exit {cli.EXIT_FAILED}.")
     p.add_argument("library", nargs="?", help="the music folder (searched recursively, hidden folders "
                    "skipped)")
-    p.add_argument("--model", help="models:/genre-TASK@champion, models:/NAME/VERSION, runs:/RUN/model or a "
-                   "model folder")
+    p.add_argument("--model", metavar="URI", help="models:/genre-TASK@champion, models:/NAME/VERSION, "
+                   "runs:/RUN/model or a model folder (as for predict --model)")
     p.add_argument("--out", default="predictions.csv", help="the predictions table, .csv or .parquet; "
                    "OUT.parts/ keeps the state for resuming (default: predictions.csv)")
     p.add_argument("--tracking-uri", help="MLflow store of the model (default: $MLFLOW_TRACKING_URI, else "
@@ -498,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "LIBRARY/.genre_ray-undo)")
     tags.add_argument("--undo", metavar="UNDO_LOG", help="restore the files of a tagging run (its undo.jsonl "
                       "or folder) byte for byte, and exit")
+    p.add_argument("--json", action="store_true", help="print the run's summary as one JSON document on "
+                   "stdout (files, predicted, not predicted and why, timings, where the table is; the tag "
+                   "counts with --write-tags or --undo); the rest goes to stderr")
     return p
 
 
@@ -512,7 +521,8 @@ def _print_results(results: pd.DataFrame, what: str, limit: int = 20) -> None:
         print("skipped: " + ", ".join(f"{n} {r}" for r, n in skipped.items()))
 
 
-def _write_tags(args: argparse.Namespace, table: pd.DataFrame, out: Path) -> int:
+def _write_tags(args: argparse.Namespace, table: pd.DataFrame, out: Path) -> tuple[pd.DataFrame, Path | None]:
+    """Plan (and with ``--apply`` write) the tags: ``(each file's result, the undo folder or None)``."""
     from genre_ray.tagwrite import apply_plan, plan_tags
 
     plan = plan_tags(table, args.threshold)
@@ -524,30 +534,60 @@ def _write_tags(args: argparse.Namespace, table: pd.DataFrame, out: Path) -> int
     results.to_csv(out.with_name(out.stem + ".tags.csv"), index=False)
     _print_results(results, "tags written" if args.apply else "DRY RUN (nothing written; --apply writes)")
     if undo_log is not None:
-        print(f"undo: python -m genre_ray.tag --undo {undo_log.folder}")
-    return 1 if (results["status"] == "failed").any() else 0
+        print(f"undo: {cli.prog('tag')} --undo {undo_log.folder}")
+    return results, None if undo_log is None else undo_log.folder
+
+
+def _summary_doc(summary: TagSummary, table: pd.DataFrame) -> dict[str, Any]:
+    """What ``--json`` prints of a run (see :func:`genre_ray.cli.jsonable`)."""
+    errors = table["error"].dropna() if "error" in table else pd.Series(dtype=str)
+    return {"out": summary.out, "files": summary.files, "done_before": summary.done_before,
+            "predicted": summary.predicted, "not_predicted": len(errors),
+            "not_predicted_why": errors.str.split(":").str[0].value_counts().to_dict(),
+            "failed_now": dict(summary.failed), "workers": summary.workers,
+            "gpu_per_worker": summary.gpu_per_worker, "songs_per_s": summary.songs_per_s,
+            "steady_songs_per_s": summary.steady_songs_per_s, "first_rows_s": summary.first_rows_s,
+            "seconds": {"ray_start": summary.ray_start_s, "model": summary.model_s,
+                        "predict": summary.predict_s, "merge": summary.merge_s}}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (:data:`genre_ray.cli.EXIT_STATUS`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("ray", "ray.data", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.undo:
-        from genre_ray.tagwrite import undo
-
-        try:
-            results = undo(args.undo)
-        except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        _print_results(results, "undo")
-        return 0 if results["status"].isin(["restored", "already_original"]).all() else 1
-    if not args.library or not args.model:
+    if not args.undo and (not args.library or not args.model):
         print("error: give LIBRARY and --model (or --undo UNDO_LOG)", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
+    doc: dict[str, Any] = {}
+    try:
+        with cli.stdout_to_stderr() if args.json else contextlib.nullcontext():
+            code = _undo(args, doc) if args.undo else _tag(args, doc)
+    except KeyboardInterrupt:
+        print("interrupted: the predictions made so far are saved; run the same command again to finish",
+              file=sys.stderr)
+        return 130
+    if args.json and code != cli.EXIT_USAGE:
+        cli.print_json(doc)
+    return code
+
+
+def _undo(args: argparse.Namespace, doc: dict[str, Any]) -> int:
+    from genre_ray.tagwrite import undo
+
+    try:
+        results = undo(args.undo)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return cli.EXIT_USAGE
+    _print_results(results, "undo")
+    doc["undo"] = results["status"].value_counts().to_dict()
+    return cli.EXIT_OK if results["status"].isin(["restored", "already_original"]).all() else cli.EXIT_FAILED
+
+
+def _tag(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     from genre_ray.tracking import default_tracking_uri
 
     tracking = args.tracking_uri or default_tracking_uri("results")
@@ -559,16 +599,19 @@ def main(argv: list[str] | None = None) -> int:
                                  flush_s=args.flush_seconds, restart=args.restart)
     except TagError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the predictions made so far are saved; run the same command again to finish",
-              file=sys.stderr)
-        return 130
+        return cli.EXIT_USAGE
     finally:
         if not ray_before:  # a Ray session of the caller's (tests) is left running
             _ray_stop()
     print(summary.text())
-    return _write_tags(args, table, summary.out) if args.write_tags else 0
+    doc.update(model=args.model, **_summary_doc(summary, table))
+    if args.write_tags:
+        results, undo_folder = _write_tags(args, table, summary.out)
+        doc["tags"] = {"applied": bool(args.apply), "status": results["status"].value_counts().to_dict(),
+                       "undo": undo_folder}
+        if (results["status"] == "failed").any():
+            return cli.EXIT_FAILED
+    return cli.EXIT_SKIPPED if doc["not_predicted"] else cli.EXIT_OK
 
 
 def _ray_running() -> bool:
@@ -581,4 +624,4 @@ def _ray_stop() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

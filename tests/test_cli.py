@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 import types
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 
 from genre_ray import cli
 from genre_ray.search import _overrides, build_parser
@@ -195,9 +197,36 @@ def test_a_missing_csv_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert _lines(capsys.readouterr().err) == [f"error: --data {tmp_path / 'none.csv'}: no such file"]
 
 
+# -------------------------------------------------------------------------------------------- genre-ray
+
+def test_genre_ray_dispatches_to_each_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["search", SPACE, "--set", "model.params.dropout=2"]) == 2
+    assert "model.params.dropout: must be in [0, 1), got 2" in capsys.readouterr().err
+    for command in cli.COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            cli.main([command, "--help"])
+        assert done.value.code == 0
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert help_text.startswith(f"usage: genre-ray {command}"), command
+        assert "Exit status: 0 done" in help_text, command
+    assert cli.main(["nope"]) == 2 and "not a command" in capsys.readouterr().err
+    assert cli.main([]) == 2 and cli.main(["--help"]) == 0
+
+
+def test_the_installed_script_runs() -> None:
+    script = Path(sys.executable).parent / "genre-ray"
+    if not script.exists():
+        pytest.skip("genre-ray is not installed in this venv (pip install -e .)")
+    out = subprocess.run([str(script), "search", SPACE, "--set", "search.num_samples=0"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "search.num_samples" in out.stderr
+
+
 @pytest.mark.parametrize("command", [
     [sys.executable, "-m", "genre_ray.search", SPACE, "--check"],
-], ids=["python-m"])
+    [sys.executable, "-c", "import sys; from genre_ray.cli import main; sys.exit(main(sys.argv[1:]))",
+     "search", SPACE, "--check"],
+], ids=["python-m", "genre-ray"])
 def test_a_closed_pipe_ends_quietly(command: list[str]) -> None:
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stderr is not None
@@ -205,3 +234,110 @@ def test_a_closed_pipe_ends_quietly(command: list[str]) -> None:
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+# ------------------------------------------------------------------------------------- predict and tag
+
+class _Hears:
+    """Stands in for a loaded model: decodes each file as a real one does, then says ``a``."""
+
+    classes, audio, aggregation, kind, info = ["a", "b"], True, "mean", "logmel", {"split_id": "x"}
+    settings = types.SimpleNamespace(clip_seconds=1.0)
+
+    def predict_file(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from genre_ray.data.audio import decode
+
+        decode(str(path), 8000)  # AudioError for a file that is not audio
+        return np.array([0.7, 0.3]), np.array([[0.7, 0.3]]), np.array([0.0])
+
+
+def test_predict_takes_model_both_ways_and_exits_3_on_a_corrupt_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from genre_ray import serving
+    from genre_ray.predict import main as predict_main
+
+    loaded: list[str] = []
+    monkeypatch.setattr(serving, "load", lambda model, uri: loaded.append(model) or _Hears())
+    song = tmp_path / "song.wav"
+    sf.write(song, (np.sin(np.arange(8000) / 7) * 0.3).astype(np.float32), 8000)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
+    assert predict_main(["old-form-model", str(song)]) == 0  # the older form: MODEL FILE_OR_DIR...
+    assert capsys.readouterr().out.startswith(f"{song}: a 0.70, b 0.30")
+    code = predict_main([str(song), "--model", "new-form-model", "--json", str(broken)])
+    assert code == cli.EXIT_SKIPPED == 3
+    assert loaded == ["old-form-model", "new-form-model"]
+    out, err = capsys.readouterr()
+    good, bad = json.loads(out)["results"]
+    assert good["genre"] == "a" and bad["path"] == str(broken) and bad["error"].startswith("undecodable")
+    assert f"{broken}: cannot classify" in err
+    assert predict_main(["--model", "m"]) == 2
+    assert _lines(capsys.readouterr().err) == ["error: give --model URI and at least one FILE_OR_DIR"]
+
+
+def _fake_run_tag(errors: int) -> Any:
+    def run_tag(library: str, model: str, out: str, **kwargs: Any) -> tuple[pd.DataFrame, Any]:
+        from genre_ray.tag import TagSummary
+
+        print("Ray Data's progress")
+        table = pd.DataFrame({"path": ["a.wav", "b.wav"], "genre": ["rock", None],
+                              "error": [None, "undecodable: not audio"] if errors else [None, None]})
+        summary = TagSummary(Path(out), files=2, done_before=0, predicted=2,
+                             failed=Counter({"undecodable": errors}) if errors else Counter())
+        return table, summary
+    return run_tag
+
+
+@pytest.mark.parametrize("errors, code", [(0, 0), (1, 3)])
+def test_tag_exit_code_and_json_summary(errors: int, code: int, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch,
+                                        capfd: pytest.CaptureFixture[str]) -> None:
+    from genre_ray import tag
+
+    monkeypatch.setattr(tag, "run_tag", _fake_run_tag(errors))
+    assert tag.main([str(tmp_path), "--model", "models:/genre-x@champion", "--out", str(tmp_path / "p.csv"),
+                     "--json"]) == code
+    out, err = capfd.readouterr()
+    doc = json.loads(out)
+    assert "Ray Data's progress" in err and "predictions:" in err  # the text summary went to stderr
+    assert (doc["files"], doc["predicted"], doc["not_predicted"]) == (2, 2, errors)
+    assert doc["not_predicted_why"] == ({"undecodable": 1} if errors else {})
+    assert doc["model"] == "models:/genre-x@champion" and doc["out"] == str(tmp_path / "p.csv")
+
+
+# ---------------------------------------------------------------------------------------------- bench
+
+@pytest.fixture
+def fake_bench(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A bench subcommand that loads a config and so takes --set; it records the overrides it got."""
+    from genre_ray.bench import SUBCOMMANDS
+
+    seen: dict[str, Any] = {}
+    module = types.ModuleType("_fake_bench")
+    module.__doc__ = "A fake benchmark."
+    module.HELP = "a fake benchmark"  # type: ignore[attr-defined]
+    module.CONFIG_OVERRIDES = True  # type: ignore[attr-defined]
+
+    def run_cli(args: Any) -> int:
+        seen["overrides"] = args.overrides
+        return 0
+
+    module.add_arguments = lambda p: None  # type: ignore[attr-defined]
+    module.run_cli = run_cli  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "_fake_bench", module)
+    monkeypatch.setitem(SUBCOMMANDS, "fake", "_fake_bench")
+    return seen
+
+
+def test_bench_set_reaches_a_subcommand_that_loads_a_config(fake_bench: dict[str, Any],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from genre_ray.bench.__main__ import main as bench_main
+
+    assert bench_main(["fake", "--set", "train.lr=0.01", "--set", "search.seed=3"]) == 0
+    assert fake_bench["overrides"] == {"train.lr": 0.01, "search.seed": 3}
+    assert bench_main(["fake", "--set", "oops"]) == 2
+    [line] = _lines(capsys.readouterr().err)
+    assert line.startswith("error: --set 'oops': expected KEY=VALUE with a dotted key")
+    with pytest.raises(SystemExit) as done:  # featurize loads no search space: no --set
+        bench_main(["featurize", "--set", "a=1"])
+    assert done.value.code == 2
