@@ -108,7 +108,8 @@ def _data_source(data: str) -> str:
     """``data.source`` for ``--data``: a CSV's columns say manifest or feature table, else a folder."""
     from genre_ray.storage import is_uri
 
-    if not is_uri(data) and (data.lower().endswith(".csv") or Path(data).expanduser().is_file()):
+    path = Path(data).expanduser()
+    if not is_uri(data) and not path.is_dir() and (path.suffix.lower() == ".csv" or path.is_file()):
         return cli.csv_source(data)
     return "folder"
 
