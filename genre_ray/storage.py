@@ -17,6 +17,7 @@ import os
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
@@ -148,6 +149,20 @@ class _ArrowRaw(io.RawIOBase):
         if not self.closed:
             self._f.close()
         super().close()
+
+
+def file_lock(path: str | os.PathLike[str], timeout: float = 900.0) -> Any:
+    """A lock that every process of this machine (or of a shared disk) takes on ``<path>.lock``.
+
+    Two searches started at once in one results folder serialise through it where they would
+    otherwise race: creating the MLflow SQLite store, moving the champion alias, generating the
+    demo collection.
+    """
+    from filelock import FileLock
+
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(lock), timeout=timeout)
 
 
 def put_file(fs: pafs.FileSystem, path: str, data: bytes) -> None:

@@ -67,6 +67,21 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
                             "fix the URI, or unset it to use the local results/mlflow.db") from None
 
 
+#: Retries of a call that found the SQLite store locked by another search's write.
+LOCKED_RETRIES = 6
+
+
+def store_lock(uri: str) -> Any:
+    """A cross-process lock on a local SQLite store (``<db>.lock``); nothing for a server."""
+    from contextlib import nullcontext
+
+    from genre_ray.storage import file_lock
+
+    if uri.startswith("sqlite:///"):
+        return file_lock(uri[len("sqlite:///"):])
+    return nullcontext()
+
+
 def _flat_params(params: dict[str, Any]) -> list[Param]:
     return [Param(str(k), str(v)[:6000]) for k, v in sorted(params.items())]
 
@@ -79,16 +94,10 @@ class Tracker:
         self.ok = True
         check_reachable(uri)
         mlflow.set_tracking_uri(uri)
-        self.client = MlflowClient(uri)
         try:
-            exp = self.client.get_experiment_by_name(experiment)
-            if exp is None:
-                location = None
-                if artifact_root is not None and not uri.startswith(("http://", "https://")):
-                    location = (Path(artifact_root).expanduser().resolve() / experiment).as_uri()
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-            else:
-                self.experiment_id = exp.experiment_id
+            with store_lock(uri):  # the client creates (migrates) a new SQLite store: one process at a time
+                self.client = MlflowClient(uri)
+                self.experiment_id = self._experiment(experiment, artifact_root)
         except MlflowException as exc:
             raise TrackingError(f"tracking.uri {uri}: cannot open experiment {experiment!r} ({exc}); "
                                 "check the URI and that the store is writable") from None
@@ -96,18 +105,35 @@ class Tracker:
         self._children: dict[str, str] = {}
         self._params: dict[str, dict[str, str]] = {}
 
+    def _experiment(self, experiment: str, artifact_root: str | Path | None) -> str:
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is not None:
+            return str(exp.experiment_id)
+        location = None
+        if artifact_root is not None and not self.uri.startswith(("http://", "https://")):
+            location = (Path(artifact_root).expanduser().resolve() / experiment).as_uri()
+        return str(self.client.create_experiment(experiment, artifact_location=location))
+
     # ---------------------------------------------------------------------------- safety net
     def _safe(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run an MLflow call; on failure warn once and keep the search going."""
+        """Run an MLflow call; on failure warn once and keep the search going.
+
+        A SQLite store that another search holds locked for a moment is retried with backoff.
+        """
         if not self.ok:
             return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop a search
-            self.ok = False
-            log.warning("MLflow %s failed at %s (%s); the search goes on, results/ has everything, "
-                        "but later tracking calls are skipped", what, self.uri, exc)
-            return None
+        for attempt in range(LOCKED_RETRIES + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop a search
+                if "database is locked" in str(exc) and attempt < LOCKED_RETRIES:
+                    time.sleep(0.2 * 2 ** attempt)
+                    continue
+                self.ok = False
+                log.warning("MLflow %s failed at %s (%s); the search goes on, results/ has everything, "
+                            "but later tracking calls are skipped", what, self.uri, exc)
+                return None
+        return None
 
     # ---------------------------------------------------------------------------- runs
     def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str | None:
@@ -248,6 +274,13 @@ class Tracker:
         with mlflow.start_run(run_id=self.parent_id):
             info = serving.log_model(classifier, registered_model_name=name)
         version = str(info.registered_model_version)
+        with store_lock(self.uri):  # read the champion and move the alias as one step against another search
+            return self._place(classifier, name, version, info, test_score, split_id, version_tags, promote)
+
+    def _place(self, classifier: Any, name: str, version: str, info: Any, test_score: float, split_id: str,
+               version_tags: dict[str, str], promote: bool) -> dict[str, Any]:
+        from genre_ray import serving
+
         current = None
         try:
             current = self.client.get_model_version_by_alias(name, CHAMPION)

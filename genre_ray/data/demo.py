@@ -260,8 +260,17 @@ def ensure_demo_collection(root: str | os.PathLike[str], spec: DemoSpec | None =
     Returns:
         The path of the complete collection.
     """
+    from genre_ray.storage import file_lock
+
     spec = spec or DemoSpec()
     root = Path(root)
+    # Another search started at the same moment generates or reads it too: one at a time, so the
+    # second finds the first's complete collection instead of replacing it under its readers.
+    with file_lock(root.parent / f".{root.name}"):
+        return _ensure(root, spec)
+
+
+def _ensure(root: Path, spec: DemoSpec) -> Path:
     stamp = {"generator_version": GENERATOR_VERSION, **asdict(spec)}
     marker = root / ".demo-complete.json"
     if marker.exists():
