@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_SKIPPED", "EXIT_STATUS", "EXIT_USAGE", "UsageError",
-           "add_set_option", "csv_source", "jsonable", "main", "parse_sets", "print_json", "prog", "run",
+           "add_set_option", "csv_source", "data_overrides", "data_source", "jsonable", "main", "parse_sets", "print_json", "prog", "run",
            "stdout_to_stderr"]
 
 EXIT_OK = 0  #: done
@@ -97,6 +97,27 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
 _MANIFEST_COLUMNS = {"path", "label", "artist", "album", "split", "song_id"}
 _CHOOSE = ("choose with --set data.source=csv (a manifest: path,label) or --set data.source=table (a "
            "feature table)")
+
+
+def data_source(data: str) -> str:
+    """``data.source`` for ``--data``: a CSV's columns say manifest or feature table, else a folder."""
+    from genre_ray.storage import is_uri
+
+    path = Path(data).expanduser()
+    if not is_uri(data) and not path.is_dir() and (path.suffix.lower() == ".csv" or path.is_file()):
+        return csv_source(data)
+    return "folder"
+
+
+def data_overrides(data: str, source: str | None = None) -> dict[str, Any]:
+    """The config keys ``--data PATH`` sets (every command that takes it): source, path, and for a
+    feature table its own columns as the features.
+
+    Raises:
+        UsageError: for a CSV that is neither a manifest nor a feature table.
+    """
+    source = source or data_source(data)
+    return {"data.source": source, "data.path": data, **({"features.kind": "auto"} if source == "table" else {})}
 
 
 def csv_source(path: str | os.PathLike[str], rows: int = 5) -> str:

@@ -71,6 +71,7 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
         "",
         f"- Trials: {info['trials']['total']} ({info['trials']['early']} stopped early by ASHA, "
         f"{info['trials']['errors']} failed); wall time {info['wall_s']:.0f} s.",
+        *([f"- Search space: `{info['search_space']}`."] if info.get("search_space") else []),
         f"- Objective: `{info['metric']}` on the validation split; best {info['best_val']:.4f}.",
         f"- Classes: {', '.join(info['classes'])}. Split made {info.get('split_method', 'by song')}: no song"
         + (" and no artist" if info.get("split_method") == "by artist" else "") + " is in two splits.",

@@ -308,6 +308,7 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
         if summary is None:  # --resume: this task had finished before the interruption
             continue
         summary.update(out_dir=str(out_dir), tracking_uri=uri, skipped=skipped, name=cfg.name, cache=cache,
+                       search_space=cfg.source_file,
                        wall_s=time.perf_counter() - t0, study_journal=str(out_dir / STUDY_JOURNAL))
         write_summary(out_dir / "summary.md", summary)
         from genre_ray.report import best_so_far_png, write_param_importances

@@ -39,7 +39,7 @@ def test_only_tracking_imports_mlflow() -> None:
 
 
 def test_config_and_cli_front_import_nothing_heavy() -> None:
-    for name in ("config.py", "search/__init__.py", "search/__main__.py", "search/selection.py", "spaces.py"):
+    for name in ("config.py", "cli.py", "search/__init__.py", "search/__main__.py", "search/selection.py", "spaces.py"):
         assert not _imports(PKG / name) & {"ray", "torch", "mlflow", "optuna", "librosa"}, name
 
 

@@ -45,11 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from genre_ray.bench import command_line, load_average, machine_summary, markdown_table, write_report
+from genre_ray.cli import data_overrides
 
 __all__ = ["Pair", "TuneRun", "dataset_bytes", "fixed_config", "object_store_used", "overhead",
            "run_overhead_bench"]
 
 log = logging.getLogger("genre_ray.bench")
+
+CONFIG_OVERRIDES = True  # takes --set KEY=VALUE (genre_ray.bench.__main__)
 
 HELP = "per-trial overhead of Tune and MLflow against the bare training loop; throughput; shared memory"
 DEFAULT_SPACE = "search_spaces/cnn.yaml"
@@ -623,8 +626,8 @@ def overrides_for(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         out.update({**QUICK, "data.path": str(results / "cache" / "bench_overhead_demo")})
     if args.data:
-        out.update({"data.source": "folder", "data.path": args.data})
-    return out
+        out.update(data_overrides(args.data))
+    return {**out, **getattr(args, "overrides", {})}  # --set last: it wins
 
 
 def run_cli(args: argparse.Namespace) -> int:

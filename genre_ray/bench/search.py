@@ -30,11 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from genre_ray.bench import command_line, machine_summary, markdown_table, write_report
+from genre_ray.cli import data_overrides
 
 __all__ = ["BudgetCounter", "Curve", "Report", "RunResult", "best_so_far", "budget_stopper",
            "epochs_to_reach", "median_curve", "order_reports", "run_search_bench"]
 
 log = logging.getLogger(__name__)
+
+CONFIG_OVERRIDES = True  # takes --set KEY=VALUE (genre_ray.bench.__main__)
 
 HELP = "compare ASHA + TPE with random search (no early stopping) on the same budget of trial-epochs"
 DEFAULT_SPACE = "search_spaces/cnn.yaml"
@@ -488,17 +491,15 @@ def overrides_for(args: argparse.Namespace) -> dict[str, Any]:
     if args.space == DEFAULT_SPACE and not args.smoke:
         out["search.metric"] = "val_loss"  # song accuracy on the demo ties at the top; the loss does not
     out.update({"output.results_dir": str(results), "data.path": str(results / DEMO_ROOT)})
-    if args.data and Path(args.data).suffix.lower() == ".csv":
-        out.update({"data.source": "table", "data.path": args.data, "features.kind": "auto"})
-    elif args.data:
-        out.update({"data.source": "folder", "data.path": args.data})
+    if args.data:
+        out.update(data_overrides(args.data))
     out["split.folds"] = getattr(args, "folds", None) or None  # one validation split unless --folds
     if args.metric:
         out["search.metric"] = args.metric
     if args.max_epochs:
         out.update({"train.epochs": args.max_epochs, "search.max_epochs": args.max_epochs})
         out["search.grace_period"] = min(out["search.grace_period"], args.max_epochs)
-    return out
+    return {**out, **getattr(args, "overrides", {})}  # --set last: it wins
 
 
 def run_cli(args: argparse.Namespace) -> int:

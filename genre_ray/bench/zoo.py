@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 
 from genre_ray.bench import command_line, machine_summary, markdown_table, write_report
+from genre_ray.cli import data_overrides
+
+CONFIG_OVERRIDES = True  # takes --set KEY=VALUE (genre_ray.bench.__main__)
 
 HELP = "the zoo search against a tuned SVM on the same data, split and folds"
 
@@ -67,10 +70,7 @@ def _overrides(args: argparse.Namespace, runs: Path, which: str, manifest: Path 
     out.update({"output.results_dir": str(runs), "tracking.uri": f"sqlite:///{runs / 'mlflow.db'}",
                 "split.seed": args.seed, "search.seed": args.seed, "name": f"{which}", "task": "bench"})
     if args.data:
-        table = Path(args.data).suffix.lower() == ".csv"
-        out.update({"data.source": "table" if table else "folder", "data.path": args.data})
-        if table:
-            out["features.kind"] = "auto"
+        out.update(data_overrides(args.data))
         out["task"] = f"bench-{_task_name(str(Path(args.data).with_suffix('')))}"
     if manifest is not None:  # one outer fold: the collection as a manifest whose split column holds its test songs
         out.update({"data.source": "csv", "data.path": str(manifest), "name": f"{which}_{manifest.stem}"})
@@ -83,7 +83,7 @@ def _overrides(args: argparse.Namespace, runs: Path, which: str, manifest: Path 
         out["features.kind"] = {"choice": _scratch_kinds(args.zoo)}
     if args.max_epochs and which.startswith("zoo"):
         out["search.max_epochs"] = args.max_epochs
-    return out
+    return {**out, **getattr(args, "overrides", {})}  # --set last: it wins, for every search of the run
 
 
 def _scratch_kinds(zoo: str) -> list[str]:
@@ -251,7 +251,7 @@ def _pooled(per_fold: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def run_cli(args: argparse.Namespace) -> int:
     results = Path(args.results_dir).expanduser()
     runs = (results / "bench_zoo_runs").resolve()
-    audio = not (args.data and Path(args.data).suffix.lower() == ".csv")
+    audio = not (args.data and data_overrides(args.data)["data.source"] == "table")
     searches = [("svm", args.svm)] + ([] if args.skip_zoo else [("zoo", args.zoo)])
     if audio and not args.no_scratch:
         searches.append(("zoo_scratch", args.zoo))

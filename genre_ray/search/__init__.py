@@ -93,25 +93,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = dict(SMOKE_OVERRIDES) if getattr(args, "smoke", False) else {}
     out.update({k: v for k, v in pairs.items() if v is not None})
     if args.data:
-        source = sets.get("data.source") or _data_source(args.data)
-        out.update({"data.source": source, "data.path": args.data})
-        if source == "table":
-            out["features.kind"] = "auto"  # the table's own columns
+        out.update(cli.data_overrides(args.data, sets.get("data.source")))
+        source = out["data.source"]
         # Another collection is another task: never register it over the demo's champion.
         out["task"] = _task_name(args.data if source == "folder" else str(Path(args.data).with_suffix("")))
     if args.task:
         out["task"] = args.task
     return {**out, **sets}
-
-
-def _data_source(data: str) -> str:
-    """``data.source`` for ``--data``: a CSV's columns say manifest or feature table, else a folder."""
-    from genre_ray.storage import is_uri
-
-    path = Path(data).expanduser()
-    if not is_uri(data) and not path.is_dir() and (path.suffix.lower() == ".csv" or path.is_file()):
-        return cli.csv_source(data)
-    return "folder"
 
 
 def _task_name(folder: str) -> str:
