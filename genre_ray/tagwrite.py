@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from genre_ray._faults import pause_point
 from genre_ray.data.tags import read_tags
 from genre_ray.data.tasks import normalise_label
 
@@ -100,6 +102,13 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _clear_stale_temps(path: Path, every: bool = False) -> None:
+    """Remove temporary copies of ``path`` (``every``: of any file in its folder) that a killed
+    tagging run left beside it; only tagging writes names like ``.<file>.<random>.genre-tmp``."""
+    for stale in path.parent.glob(f".{'*' if every else glob_escape(path.name)}.*{_TMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
 
 
 def _temp_beside(path: Path) -> Path:
@@ -211,17 +220,39 @@ class UndoLog:
 
     def record(self, entry: dict[str, Any]) -> None:
         """Append one entry and flush it to disk before the tagged file replaces the original."""
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            fh.write(line[:len(line) // 2])
+            pause_point("tagwrite.mid_record", flush=fh)
+            fh.write(line[len(line) // 2:])
             fh.flush()
             os.fsync(fh.fileno())
 
     def entries(self) -> list[dict[str, Any]]:
         """The entries written so far, oldest first."""
-        if not self.path.is_file():
-            return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        return read_entries(self.path)
+
+
+def read_entries(log_file: Path) -> list[dict[str, Any]]:
+    """The entries of an undo log, oldest first.
+
+    A last line cut short (a run killed while writing it) is left out with a warning: its entry is
+    written before its file is replaced, so that file still holds its original bytes.
+    """
+    if not log_file.is_file():
+        return []
+    lines = [line for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    entries = []
+    for i, line in enumerate(lines):
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            if i != len(lines) - 1:
+                raise TagWriteError(log_file, "undo_log", f"line {i + 1} is not an undo entry; the log was "
+                                    "changed by hand") from None
+            log.warning("%s: its last line was cut short (a tagging run killed while writing it); that "
+                        "file had not been replaced yet and is left out", log_file)
+    return entries
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -246,6 +277,7 @@ def write_genre(path: str | os.PathLike[str], genre: str, undo_log: UndoLog) -> 
     if before.st_nlink > 1:
         raise TagWriteError(path, "hard_linked", "has other hard links, which tagging a copy would break "
                             "apart; tag one of them by hand")
+    _clear_stale_temps(path)
     tmp = _temp_beside(path)
     try:
         sha_before = _copy_hashing(path, tmp)
@@ -262,6 +294,7 @@ def write_genre(path: str | os.PathLike[str], genre: str, undo_log: UndoLog) -> 
         undo_log.record({"path": str(path), "backup": backup, "sha256_before": sha_before,
                          "sha256_after": sha_after, "genre": genre, "size_before": before.st_size,
                          "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+        pause_point("tagwrite.before_replace")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -388,6 +421,7 @@ def _restore(path: Path, backup: Path, sha_before: str) -> None:
         if sha256_file(tmp) != sha_before:
             raise TagWriteError(path, "backup_damaged", f"its backup {backup} does not hash to the original; "
                                 "not touched")
+        pause_point("undo.before_replace")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -401,6 +435,7 @@ def _undo_one(entry: dict[str, Any], folder: Path) -> dict[str, Any]:
            "detail": ""}
     if not path.is_file():
         return {**out, "detail": "missing: the file is gone; its original is kept at " + str(backup)}
+    _clear_stale_temps(path, every=True)  # a run killed mid-entry left its file's copy, and no entry for it
     current = sha256_file(path)
     if current == entry["sha256_before"]:
         return {**out, "status": "already_original"}
@@ -434,7 +469,5 @@ def undo(log_path: str | os.PathLike[str]) -> pd.DataFrame:
     if not log_file.is_file():
         raise FileNotFoundError(f"{log_file}: no undo log there; pass the undo.jsonl (or its folder) "
                                 "that a tagging run wrote")
-    lines = log_file.read_text(encoding="utf-8").splitlines()
-    entries = [json.loads(line) for line in lines if line.strip()]
-    rows = [_undo_one(entry, log_file.parent) for entry in reversed(entries)]
+    rows = [_undo_one(entry, log_file.parent) for entry in reversed(read_entries(log_file))]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)

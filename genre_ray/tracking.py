@@ -26,6 +26,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from genre_ray._faults import pause_point
+
 __all__ = ["TrackingError", "Tracker", "default_tracking_uri", "git_commit"]
 
 log = logging.getLogger(__name__)
@@ -274,6 +276,7 @@ class Tracker:
         with mlflow.start_run(run_id=self.parent_id):
             info = serving.log_model(classifier, registered_model_name=name)
         version = str(info.registered_model_version)
+        pause_point("register.before_alias")  # the kill tests stop here: a version without alias or tags
         with store_lock(self.uri):  # read the champion and move the alias as one step against another search
             return self._place(classifier, name, version, info, test_score, split_id, version_tags, promote)
 
