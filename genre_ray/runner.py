@@ -340,7 +340,8 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
     from genre_ray.tracking import Tracker, TrackingError, git_commit
 
     try:
-        tracker = Tracker(uri, cfg.tracking["experiment"] or task.name, artifact_root=results / "mlartifacts")
+        tracker = Tracker(uri, cfg.tracking["experiment"] or task.name, artifact_root=results / "mlartifacts",
+                          spool=out_dir / TRACKING_BACKLOG)
     except TrackingError as exc:
         raise SearchFailed(str(exc)) from None
     songs, class_report, how = split_songs(cfg, task, all_songs)
@@ -364,8 +365,16 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
     storage = storage_location(cfg, results)
     state = _resume_state(cfg, out_dir, sid) if resume else None
     if state is not None and state.get("finished"):
-        log.warning("task %s: the search %s had finished (MLflow run %s); nothing to resume", task.name,
-                    state["run_name"], state.get("parent_run_id"))
+        try:
+            logged = tracker.replay()  # what an away tracking server missed, kept by the finished search
+        except TrackingError as exc:
+            raise SearchFailed(str(exc)) from None
+        if logged:
+            log.warning("task %s: the search %s had finished; logged the %d MLflow calls its tracking server "
+                        "missed", task.name, state["run_name"], logged)
+        else:
+            log.warning("task %s: the search %s had finished (MLflow run %s); nothing to resume", task.name,
+                        state["run_name"], state.get("parent_run_id"))
         return None
     journal = out_dir / STUDY_JOURNAL
     try:  # before any run is opened: a journal that cannot be used stops the search with nothing changed
@@ -568,6 +577,7 @@ def _feature_tag(cfg: SearchConfig, kind: str) -> str:
 
 #: The Optuna study of every search of a task, one study per run (``optuna-dashboard <this file>``).
 STUDY_JOURNAL = "optuna_study.journal"
+TRACKING_BACKLOG = "tracking_backlog"  # what an away tracking server missed, for --resume
 
 #: The genre mapping the zero-shot row uses when the YAML names none (data.mapping).
 DEFAULT_MAPPING = Path(__file__).resolve().parents[1] / "search_spaces" / "mappings" / "gtzan10.yaml"

@@ -88,13 +88,53 @@ def _flat_params(params: dict[str, Any]) -> list[Param]:
     return [Param(str(k), str(v)[:6000]) for k, v in sorted(params.items())]
 
 
-class Tracker:
-    """A search's view of MLflow: its experiment, parent run and the trials' child runs."""
+#: Words of the errors that mean the tracking server is away (not that a call was wrong).
+_OUTAGE = ("Max retries exceeded", "Connection refused", "Failed to establish", "timed out", "Timeout",
+           "RemoteDisconnected", "Connection aborted", "Connection reset", "503", "502", "504")
+#: Seconds between two checks that an away server answers again.
+PROBE_S = 10.0
+BACKLOG_FILE = "backlog.pkl"
 
-    def __init__(self, uri: str, experiment: str, artifact_root: str | Path | None = None) -> None:
+
+def _outage(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return any(word in text for word in _OUTAGE)
+
+
+class _StandIn:
+    """A run created while the server was away: ``.info.run_id`` is its stand-in id."""
+
+    def __init__(self, run_id: str) -> None:
+        self.info = type("Info", (), {"run_id": run_id})()
+
+
+class Tracker:
+    """A search's view of MLflow: its experiment, parent run and the trials' child runs.
+
+    When an http(s) tracking server goes away mid-search, the calls it misses are kept in order (a
+    run that could not be created gets a stand-in id) and made once it answers again; what is
+    still missing at the end is saved under ``spool`` (a registered model as its saved folder),
+    and ``--resume`` of the finished search logs it (:meth:`replay`).
+
+    Args:
+        uri: the tracking URI.
+        experiment: the experiment's name (created when missing).
+        artifact_root: where a new experiment of a local store keeps its artifacts.
+        spool: the folder for what could not be logged (``results/<search>/tracking_backlog``).
+    """
+
+    def __init__(self, uri: str, experiment: str, artifact_root: str | Path | None = None,
+                 spool: str | Path | None = None) -> None:
         self.uri = uri
         self.ok = True
+        self.spool = Path(spool) if spool is not None else None
+        self.backlog: list[dict[str, Any]] = []  # calls the away server missed, oldest first
+        self._stand_ins: dict[str, str] = {}  # stand-in run id -> the real one, once created
+        self._next_probe = 0.0
         check_reachable(uri)
+        if uri.startswith(("http://", "https://")):  # an away server costs seconds a call, not minutes
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         mlflow.set_tracking_uri(uri)
         try:
             with store_lock(uri):  # the client creates (migrates) a new SQLite store: one process at a time
@@ -117,35 +157,135 @@ class Tracker:
         return str(self.client.create_experiment(experiment, artifact_location=location))
 
     # ---------------------------------------------------------------------------- safety net
-    def _safe(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run an MLflow call; on failure warn once and keep the search going.
+    def _safe(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run the client's ``method``; on failure warn once and keep the search going.
 
-        A SQLite store that another search holds locked for a moment is retried with backoff.
+        A SQLite store that another search holds locked for a moment is retried with backoff. While
+        the server is away the call joins the backlog (a run it would create gets a stand-in id,
+        which is returned).
         """
         if not self.ok:
             return None
+        entry = {"what": what, "method": method, "args": args, "kwargs": kwargs}
+        if self.backlog and not self._flush():
+            return self._defer(entry)
+        try:
+            return self._attempt(getattr(self.client, method), args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop a search
+            if _outage(exc):
+                log.warning("MLflow %s failed at %s: the server is away (%s). The search goes on; what it "
+                            "cannot log now is logged when the server answers again, or by --resume",
+                            what, self.uri, str(exc).splitlines()[0][:200])
+                self._next_probe = time.monotonic() + PROBE_S
+                return self._defer(entry)
+            self.ok = False
+            log.warning("MLflow %s failed at %s (%s); the search goes on, results/ has everything, "
+                        "but later tracking calls are skipped", what, self.uri, exc)
+            return None
+
+    def _attempt(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         for attempt in range(LOCKED_RETRIES + 1):
             try:
-                return fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop a search
+                return fn(*self._real(args), **self._real(kwargs))
+            except Exception as exc:
                 if "database is locked" in str(exc) and attempt < LOCKED_RETRIES:
                     time.sleep(0.2 * 2 ** attempt)
                     continue
-                self.ok = False
-                log.warning("MLflow %s failed at %s (%s); the search goes on, results/ has everything, "
-                            "but later tracking calls are skipped", what, self.uri, exc)
-                return None
+                raise
         return None
+
+    def _defer(self, entry: dict[str, Any]) -> Any:
+        """Keep a call for later; a run it would create gets a stand-in id (returned as a run)."""
+        if entry["method"] == "create_run":
+            entry["stand_in"] = f"pending-{len(self._stand_ins) + len(self.backlog)}-{os.getpid()}"
+            self.backlog.append(entry)
+            return _StandIn(entry["stand_in"])
+        self.backlog.append(entry)
+        return None
+
+    def _real(self, value: Any) -> Any:
+        """``value`` with stand-in run ids replaced by the real ones (in tuples, lists and dicts)."""
+        if isinstance(value, str):
+            return self._stand_ins.get(value, value)
+        if isinstance(value, tuple):
+            return tuple(self._real(v) for v in value)
+        if isinstance(value, list):
+            return [self._real(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._real(v) for k, v in value.items()}
+        if isinstance(value, RunTag):
+            return RunTag(value.key, self._real(value.value))
+        return value
+
+    def _flush(self, force: bool = False) -> bool:
+        """Make the backlog's calls in order; whether it is empty now. Probes at most every PROBE_S."""
+        if not self.backlog:
+            return True
+        if not force and time.monotonic() < self._next_probe:
+            return False
+        while self.backlog:
+            entry = self.backlog[0]
+            fn = self._register_saved if entry["method"] == "_register_saved" else getattr(self.client, entry["method"])
+            try:
+                result = self._attempt(fn, entry["args"], entry["kwargs"])
+            except Exception as exc:  # noqa: BLE001
+                if _outage(exc):
+                    self._next_probe = time.monotonic() + PROBE_S
+                    return False
+                log.warning("MLflow %s (kept while the server was away) failed at %s (%s); left out",
+                            entry["what"], self.uri, exc)
+                result = None
+            if "stand_in" in entry and result is not None:
+                self._stand_ins[entry["stand_in"]] = result.info.run_id
+            self.backlog.pop(0)
+        log.info("MLflow at %s answers again: logged what it missed", self.uri)
+        return True
+
+    def save_backlog(self) -> Path | None:
+        """Write what is still missing to ``spool`` (for ``--resume``); the file, or None when nothing is."""
+        if not self.backlog or self.spool is None:
+            return None
+        import pickle
+
+        self.spool.mkdir(parents=True, exist_ok=True)
+        path = self.spool / BACKLOG_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps({"uri": self.uri, "backlog": self.backlog, "stand_ins": self._stand_ins,
+                                      "experiment_id": self.experiment_id, "parent_id": self.parent_id}))
+        os.replace(tmp, path)
+        log.warning("MLflow at %s was away: %d calls (runs, metrics%s) could not be logged; they are kept in "
+                    "%s, and --resume logs them once the server answers", self.uri, len(self.backlog),
+                    ", the registered model" if any(e["method"] == "_register_saved" for e in self.backlog)
+                    else "", path)
+        return path
+
+    def replay(self) -> int | None:
+        """Log a finished search's saved backlog (see :meth:`save_backlog`); the calls made, or None
+        when there is none. Raises :class:`TrackingError` when the server is still away."""
+        import pickle
+
+        path = self.spool / BACKLOG_FILE if self.spool is not None else None
+        if path is None or not path.is_file():
+            return None
+        saved = pickle.loads(path.read_bytes())  # noqa: S301 - written by this project, in its own results
+        self.backlog, self._stand_ins, self.parent_id = saved["backlog"], saved["stand_ins"], saved["parent_id"]
+        n = len(self.backlog)
+        if not self._flush(force=True):
+            self.save_backlog()
+            raise TrackingError(f"tracking.uri {self.uri}: still away; {len(self.backlog)} of {n} calls are "
+                                f"kept in {path}: --resume again when it answers")
+        path.unlink()
+        return n
 
     # ---------------------------------------------------------------------------- runs
     def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str | None:
         """Open the search's parent run and return its id."""
-        run = self._safe("start run", self.client.create_run, self.experiment_id, run_name=name,
+        run = self._safe("start run", "create_run", self.experiment_id, run_name=name,
                          tags={"genre_ray.kind": "search", **tags})
         if run is None:
             return None
         self.parent_id = run.info.run_id
-        self._safe("log params", self.client.log_batch, self.parent_id, params=_flat_params(params))
+        self._safe("log params", "log_batch", self.parent_id, params=_flat_params(params))
         return self.parent_id
 
     def resume_parent(self, run_id: str) -> None:
@@ -167,8 +307,8 @@ class Tracker:
             raise TrackingError(f"tracking.uri {self.uri}: the interrupted search's parent run {run_id} was "
                                 "deleted; start afresh without --resume")
         self.parent_id = run_id
-        self._safe("reopen run", self.client.update_run, run_id, "RUNNING")
-        children = self._safe("find trial runs", self.client.search_runs, [self.experiment_id],
+        self._safe("reopen run", "update_run", run_id, "RUNNING")
+        children = self._safe("find trial runs", "search_runs", [self.experiment_id],
                               filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=50000) or []
         for child in children:
             trial_id = child.data.tags.get("genre_ray.trial_id")
@@ -187,18 +327,18 @@ class Tracker:
         flat = _flat_params(params)
         if trial_id in self._children:
             if self._params.get(trial_id) == {p.key: p.value for p in flat}:
-                self._safe("reopen trial run", self.client.update_run, self._children[trial_id], "RUNNING")
+                self._safe("reopen trial run", "update_run", self._children[trial_id], "RUNNING")
                 return
             # The same id with other parameters: a trial that started after the interrupted run's
             # last snapshot, which Tune does not know about. Its run describes nothing that happened
             # in this search any more, so it goes, and the new trial gets a run of its own.
-            self._safe("delete stale trial run", self.client.delete_run, self._children.pop(trial_id))
+            self._safe("delete stale trial run", "delete_run", self._children.pop(trial_id))
         tags = {"mlflow.parentRunId": self.parent_id, "genre_ray.kind": kind, "genre_ray.trial_id": trial_id}
-        run = self._safe("start trial run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+        run = self._safe("start trial run", "create_run", self.experiment_id, run_name=name, tags=tags)
         if run is not None:
             self._children[trial_id] = run.info.run_id
             self._params[trial_id] = {p.key: p.value for p in flat}
-            self._safe("log params", self.client.log_batch, run.info.run_id, params=flat)
+            self._safe("log params", "log_batch", run.info.run_id, params=flat)
 
     def drop_stale_trials(self, trial_ids: set[str]) -> int:
         """Delete the child runs of trials that the finished search does not have; returns how many.
@@ -207,7 +347,7 @@ class Tracker:
         """
         stale = [t for t in self._children if t not in trial_ids]
         for trial_id in stale:
-            self._safe("delete stale trial run", self.client.delete_run, self._children.pop(trial_id))
+            self._safe("delete stale trial run", "delete_run", self._children.pop(trial_id))
         return len(stale)
 
     def log_trial_epoch(self, trial_id: str, metrics: dict[str, float], step: int) -> None:
@@ -217,16 +357,16 @@ class Tracker:
             return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self._safe("log metrics", self.client.log_batch, run_id, metrics=batch)
+        self._safe("log metrics", "log_batch", run_id, metrics=batch)
 
     def end_trial(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
         """Close a trial's run with FINISHED or FAILED and why it stopped."""
         run_id = self._children.get(trial_id)
         if run_id is None:
             return
-        self._safe("set tags", self.client.log_batch, run_id,
+        self._safe("set tags", "log_batch", run_id,
                    tags=[RunTag(k, str(v)) for k, v in tags.items()])
-        self._safe("end run", self.client.set_terminated, run_id, status)
+        self._safe("end run", "set_terminated", run_id, status)
 
     def finish_parent(self, metrics: dict[str, float], tags: dict[str, str], artifacts: list[Path],
                       status: str = "FINISHED") -> None:
@@ -234,13 +374,15 @@ class Tracker:
         if self.parent_id is None:
             return
         now = int(time.time() * 1000)
-        self._safe("log results", self.client.log_batch, self.parent_id,
+        self._safe("log results", "log_batch", self.parent_id,
                    metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
                    tags=[RunTag(k, str(v)) for k, v in tags.items()])
         for path in artifacts:
             if path.exists():
-                self._safe("log artifact", self.client.log_artifact, self.parent_id, str(path))
-        self._safe("end run", self.client.set_terminated, self.parent_id, status)
+                self._safe("log artifact", "log_artifact", self.parent_id, str(path))
+        self._safe("end run", "set_terminated", self.parent_id, status)
+        if self.backlog and not self._flush(force=True):  # still away at the end: kept for --resume
+            self.save_backlog()
 
     # ---------------------------------------------------------------------------- registry
     def register_model(self, classifier: Any, name: str, test_score: float, split_id: str,
@@ -266,14 +408,38 @@ class Tracker:
         """
         if self.parent_id is None or not self.ok:
             return None
-        return self._safe("register model", self._register, classifier, name, test_score, split_id,
-                          version_tags, promote)
+        if self.backlog and not self._flush():
+            return self._defer_register(classifier, name, test_score, split_id, version_tags, promote)
+        try:
+            return self._attempt(self._register, (classifier, name, test_score, split_id, version_tags, promote), {})
+        except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop a search
+            if _outage(exc):
+                return self._defer_register(classifier, name, test_score, split_id, version_tags, promote)
+            self.ok = False
+            log.warning("MLflow register model failed at %s (%s); the search goes on, results/ has everything, "
+                        "but later tracking calls are skipped", self.uri, exc)
+            return None
+
+    def _defer_register(self, classifier: Any, *rest: Any) -> None:
+        """Save the classifier under ``spool`` and keep its registration for when the server answers."""
+        if self.spool is None:
+            log.warning("MLflow at %s is away: the model is not registered", self.uri)
+            return None
+        folder = classifier.save(self.spool / f"model-{len(self.backlog)}")
+        self.backlog.append({"what": "register model", "method": "_register_saved", "args": (str(folder), *rest),
+                             "kwargs": {}})
+        return None
+
+    def _register_saved(self, folder: str, *rest: Any) -> dict[str, Any]:
+        from genre_ray.classifier import SongClassifier
+
+        return self._register(SongClassifier.load(folder), *rest)
 
     def _register(self, classifier: Any, name: str, test_score: float, split_id: str,
                   version_tags: dict[str, str], promote: bool) -> dict[str, Any]:
         from genre_ray import serving
 
-        with mlflow.start_run(run_id=self.parent_id):
+        with mlflow.start_run(run_id=self._real(self.parent_id)):
             info = serving.log_model(classifier, registered_model_name=name)
         version = str(info.registered_model_version)
         pause_point("register.before_alias")  # the kill tests stop here: a version without alias or tags

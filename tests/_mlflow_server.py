@@ -83,9 +83,9 @@ class MlflowServer:
             ``workdir/server.log``.
     """
 
-    def __init__(self, store_uri: str, workdir: Path, timeout: float = 60.0) -> None:
+    def __init__(self, store_uri: str, workdir: Path, timeout: float = 60.0, port: int | None = None) -> None:
         self.store_uri, self.workdir, self.timeout = store_uri, workdir, timeout
-        self.port = free_port()
+        self.port = port or free_port()  # a given port: the same server started again
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.left_over: list[int] = []
@@ -98,7 +98,7 @@ class MlflowServer:
         # The job runner (GenAI jobs, several huey consumers) is not needed to read runs and models.
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
-        self.log = open(self.workdir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         try:

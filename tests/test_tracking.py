@@ -141,3 +141,54 @@ def test_default_uri_is_local_sqlite_unless_env(tmp_path: Path, monkeypatch: pyt
     assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:5000")
     assert default_tracking_uri(tmp_path) == "http://example.invalid:5000"
+
+
+def test_calls_missed_while_the_server_is_away_are_logged_when_it_answers(tracker: Tracker,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from genre_ray import tracking
+
+    real = {m: getattr(tracker.client, m) for m in ("create_run", "log_batch", "set_terminated")}
+
+    def away(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("HTTPConnectionPool(host='127.0.0.1'): Max retries exceeded (Connection refused)")
+
+    tracker.start_parent("outage", {"lr": 0.1}, {})
+    for m in real:
+        monkeypatch.setattr(tracker.client, m, away)
+    tracker.start_trial("t1", "t1", {"lr": 0.1})  # the server is away: kept, with a stand-in run id
+    tracker.log_trial_epoch("t1", {"val_song_acc": 0.5}, 1)
+    tracker.end_trial("t1", "FINISHED", {"stopped": "completed"})
+    assert tracker.ok and len(tracker.backlog) == 5 and tracker._children["t1"].startswith("pending-")
+    for m, fn in real.items():  # it answers again
+        monkeypatch.setattr(tracker.client, m, fn)
+    monkeypatch.setattr(tracking, "PROBE_S", 0.0)
+    tracker._next_probe = 0.0
+    tracker.finish_parent({"best": 0.5}, {}, [])
+    assert tracker.backlog == []
+    [child] = tracker.client.search_runs([tracker.experiment_id], filter_string="tags.genre_ray.trial_id = 't1'")
+    assert child.info.status == "FINISHED" and child.data.params["lr"] == "0.1"
+    assert child.data.tags["mlflow.parentRunId"] == tracker.parent_id
+    assert [m.value for m in tracker.client.get_metric_history(child.info.run_id, "val_song_acc")] == [0.5]
+
+
+def test_what_is_still_missing_at_the_end_is_saved_and_replayed(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker(uri, "unit", spool=tmp_path / "spool")
+    first.start_parent("outage", {}, {})
+    saved = first.client.log_batch
+
+    def away(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("Connection refused")
+
+    monkeypatch.setattr(first.client, "log_batch", away)
+    first.start_trial("t1", "t1", {"lr": 0.1})
+    first.finish_parent({"best": 0.7}, {}, [])  # still away at the end
+    assert (tmp_path / "spool" / "backlog.pkl").is_file()
+    monkeypatch.setattr(first.client, "log_batch", saved)
+    again = Tracker(uri, "unit", spool=tmp_path / "spool")  # --resume of the finished search
+    assert again.replay() >= 2
+    assert not (tmp_path / "spool" / "backlog.pkl").exists()
+    parent = again.client.get_run(first.parent_id)
+    assert parent.data.metrics["best"] == 0.7
+    assert again.replay() is None  # nothing left

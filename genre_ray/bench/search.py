@@ -307,6 +307,7 @@ def run_search_bench(cfg: Any, seeds: Sequence[int], random_trials: int, storage
     """
     from genre_ray.config import parse_config
     from genre_ray.runner import prepare
+    from genre_ray.tuning import startup_trials
 
     prepared = prepare(cfg)
     data, groups = prepared["trial"], prepared["groups"]
@@ -318,6 +319,9 @@ def run_search_bench(cfg: Any, seeds: Sequence[int], random_trials: int, storage
         random_cfg = parse_config(raw, cfg.source_file)
         random = _run(random_cfg, data, groups, "random", seed, None, storage)
         # Enough trials that the budget, not num_samples, ends the run: ASHA's least is one epoch each.
+        # TPE's random start-up is what a search of random's trials would get (a fifth of 12: 3),
+        # not a fifth of that inflated count.
+        raw["search"]["startup_trials"] = startup_trials(random_trials, cfg.search["startup_trials"])
         raw["search"]["num_samples"] = random.trial_epochs + 1
         asha = _run(parse_config(raw, cfg.source_file), data, groups, "asha_tpe", seed, random.trial_epochs,
                     storage)
