@@ -55,3 +55,24 @@ def test_refit_is_on_by_default_and_can_be_turned_off() -> None:
     with pytest.raises(ConfigError, match=r"search\.refit"):
         parse_config({"search": {"refit": "maybe"}}, "x.yaml")
     assert trial_spec(parse_config({}, "x.yaml"))["seed"] == 0
+
+
+def test_refit_with_a_class_missing_outside_the_test_split_says_so_in_one_line_and_keeps_the_trial_model(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from genre_ray.config import parse_config
+    from genre_ray.runner import _refit
+
+    data = _data(shape=(12,), classes=2)  # the non-test songs hold classes 0 and 1 only
+    data.classes = ["blues", "jazz", "rock"]  # rock's only songs are in the test split
+    best = SimpleNamespace(config={"model.name": "logreg", "model.C": 1.0, "features.kind": "stats",
+                                   "train.aggregation": "mean", "train.imbalance": "none"})
+    arrays = {"refit": lambda kind: data, "classes": data.classes, "dev_songs": 24}
+    with caplog.at_level(logging.WARNING, logger="genre_ray.runner"):
+        assert _refit(parse_config({}, "x.yaml"), best, pd.DataFrame(), arrays, tracker=None) is None
+    [line] = [r.getMessage() for r in caplog.records if "search.refit" in r.getMessage()]
+    assert "rock has no song outside the test split" in line and "\n" not in line
