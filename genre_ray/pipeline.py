@@ -13,6 +13,9 @@ little-endian float32 bytes of its ``(bins, frames)`` array, uncompressed. Loadi
 exactly the float32 values that were computed. This layout is several times faster to write and
 read than Parquet lists of floats (which pay per-element level encoding) and compression gains
 nothing on spectra (measured: 10.8 MB either way for 130 clips).
+
+A pass shows its progress in files (:class:`Progress`): a bar on a terminal, a log line every few
+seconds otherwise. Ray Data's own bars stay off (:func:`ray_data_progress_off`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ import json
 import logging
 import math
 import os
+import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,12 +43,12 @@ import pyarrow.parquet as pq
 
 from genre_ray import storage
 from genre_ray.data.audio import AudioError, decode_clips
-from genre_ray.data.collection import SKIPPED_COLUMNS
+from genre_ray.data.collection import SKIPPED_COLUMNS, decode_report
 from genre_ray.features import FeatureSettings, compute_features
 from genre_ray.features.spectral import PRETRAINED_KINDS
 
-__all__ = ["CACHE_VERSION", "FeatureTable", "cache_key", "clip_features", "content_hashes", "featurize",
-           "featurize_batch"]
+__all__ = ["CACHE_VERSION", "PROGRESS_EVERY_S", "FeatureTable", "Progress", "cache_key", "clip_features",
+           "content_hashes", "featurize", "featurize_batch", "ray_data_progress_off"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,8 @@ _CHUNK = 4
 # gives up, costing 2-5x the write time. Statistics of raw bytes are useless for pruning.
 _PARQUET_ARGS: dict[str, Any] = {"compression": "none", "use_dictionary": False, "write_statistics": False}
 _META = ["sha", "clip", "start_s", "error"]
+#: Seconds between two progress lines when the console is not a terminal (CI logs, pipes, files).
+PROGRESS_EVERY_S = 5.0
 
 
 @dataclass
@@ -68,6 +76,103 @@ class FeatureTable:
     cache_hit: bool
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+
+
+class Progress:
+    """How far a pass over many files has got, for whoever watches the console.
+
+    On a terminal (``stream`` is a TTY) it is a tqdm bar with the count, the rate and the time left.
+    Otherwise (CI logs, pipes, files) it is one log line every :data:`PROGRESS_EVERY_S` seconds and
+    one at the end, so the log stays readable. It shows nothing when ``logger`` does not log INFO,
+    so a command's ``-q`` (its log at WARNING) silences it too. Use it as a context manager, or call
+    :meth:`close`.
+
+    Args:
+        what: what the pass does, as its lines begin (``featurizing``).
+        total: the number of items of the pass.
+        unit: what the items are, plural (``files``).
+        logger: where the lines go; it decides whether anything is shown.
+        stream: the console a bar would draw on (default ``sys.stderr``).
+    """
+
+    def __init__(self, what: str, total: int, unit: str = "files", *, logger: logging.Logger | None = None,
+                 stream: Any = None) -> None:
+        self.what, self.total, self.unit = what, max(0, int(total)), unit
+        self.log = logger or log
+        self.enabled = self.log.isEnabledFor(logging.INFO)
+        self.done = 0
+        self.started = self._logged = time.monotonic()
+        self.bar: Any = None
+        stream = sys.stderr if stream is None else stream
+        if self.enabled and getattr(stream, "isatty", lambda: False)():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc=what, unit=f" {unit}", file=stream, dynamic_ncols=True)
+
+    def update(self, done: int) -> None:
+        """Set how many items are done (a count that never goes down, nor past the total)."""
+        done = min(self.total, max(self.done, int(done)))
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+        self.done = done
+        if self.enabled and self.bar is None and time.monotonic() - self._logged >= PROGRESS_EVERY_S:
+            self._logged = time.monotonic()
+            self.log.info("%s", self.line())
+
+    def line(self) -> str:
+        """The log line: ``featurizing: 12/48 files (25%), 3.1 files/s, about 12 s left``."""
+        share = 100 * self.done / max(1, self.total)
+        text = f"{self.what}: {self.done}/{self.total} {self.unit} ({share:.0f}%)"
+        seconds = time.monotonic() - self.started
+        if self.done and seconds > 0:
+            rate = self.done / seconds
+            text += f", {rate:.3g} {self.unit}/s"
+            if self.done < self.total:
+                text += f", about {_duration((self.total - self.done) / rate)} left"
+        return text
+
+    def close(self, finished: bool = True) -> None:
+        """End the bar; in a log, say the count and the time when the pass ``finished``."""
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled and finished:
+            self.log.info("%s in %s", self.line(), _duration(time.monotonic() - self.started))
+        self.enabled, self.bar = False, None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, kind: Any, *rest: Any) -> None:
+        self.close(finished=kind is None)
+
+
+def _duration(seconds: float) -> str:
+    """``4.2 s``, ``2 min 05 s``, ``1 h 02 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def ray_data_progress_off() -> None:
+    """Turn off Ray Data's own progress bars and its console INFO lines, before a pass runs.
+
+    The passes show :class:`Progress` instead: Ray Data's bars count an operator's output rows, and
+    for featurizing (decoding, features and the Parquet write fused into one operator) that is one
+    row per task, with no total until the end, so they can show neither a count of files nor a time
+    left. Ray Data then logs, once per process, that its bars are off ("Progress bars disabled..."),
+    and at INFO, for each dataset, its plan and where its own log is kept: nothing a user of these
+    commands acts on. Its warnings and errors still reach the console, and its INFO lines its log
+    file (``logs/ray-data/ray-data.log`` of the Ray session).
+    """
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    # After ray.data is imported: importing it configures its logger and handlers anew.
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):  # the console, not the file
+            handler.setLevel(max(handler.level, logging.WARNING))
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def _sha256(path: str) -> str:
@@ -144,7 +249,7 @@ def featurize_batch(batch: dict[str, np.ndarray], settings: dict[str, Any]) -> p
             shas.append(sha)
             clip_idx.append(-1)
             starts.append(0.0)
-            errors.append(f"{exc.reason}: {exc.detail}")
+            errors.append(exc.record())
             waves.append(np.zeros((1, s.clip_samples), np.float32))
             continue
         n = clips.shape[0]
@@ -206,12 +311,7 @@ def _load(store: _Store, path: str, settings: FeatureSettings, manifest: pd.Data
     features = {kind: _from_binary(table.column(kind), rows, settings.shape(kind)) for kind in settings.kinds}
     by_sha = manifest.drop_duplicates("sha").set_index("sha")
     bad = meta[~good]
-    skipped = pd.DataFrame({
-        "path": by_sha.loc[bad["sha"], "path"].to_numpy() if len(bad) else [],
-        "stage": "decode",
-        "reason": bad["error"].str.split(":").str[0].to_numpy(),
-        "detail": bad["error"].str.split(": ", n=1).str[1].to_numpy(),
-    }, columns=SKIPPED_COLUMNS)
+    skipped = decode_report(by_sha.loc[bad["sha"], "path"].to_numpy() if len(bad) else [], bad["error"])
     clips = meta[good].drop(columns="error").reset_index(drop=True)
     return FeatureTable(features, clips, skipped, store.show(path), cache_hit=False)
 
@@ -403,7 +503,8 @@ def _compute(manifest: pd.DataFrame, settings: FeatureSettings, store: _Store, f
         # reservation lets only one task run: measured 1.0 CPU busy of 2.
         ds.context.op_resource_reservation_enabled = False
         ds.context.per_stage_map_timing = True  # to report the write apart from the features
-        ds.write_parquet(store.path(run), filesystem=store.fs, **_PARQUET_ARGS)
+        with _write_progress(store, store.path(run), len(items), tasks):
+            ds.write_parquet(store.path(run), filesystem=store.fs, **_PARQUET_ARGS)
         store.publish(final, {"version": CACHE_VERSION, "settings": settings.as_dict(), "files": len(items),
                               "written": time.time(), "data": run})
         published = True  # the data is named now: another run may be reading it
@@ -415,6 +516,45 @@ def _compute(manifest: pd.DataFrame, settings: FeatureSettings, store: _Store, f
             store.discard(run)
     store.sweep()
     return {"tasks": tasks, **_stage_seconds(ds)}
+
+
+@contextmanager
+def _write_progress(store: _Store, folder: str, files: int, tasks: int) -> Iterator[Progress]:
+    """A :class:`Progress` of the ``files`` a Ray Data write into ``folder`` featurizes in the block.
+
+    The write runs in this thread until it is done, so a watcher thread counts its output: each of
+    the ``tasks`` writes one Parquet file when it has featurized its share of the files.
+    """
+    progress = Progress("featurizing", files)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5 if progress.bar is not None else min(1.0, PROGRESS_EVERY_S)):
+            progress.update(files * min(tasks, _parquet_files(store, folder)) // max(1, tasks))
+
+    watcher = threading.Thread(target=watch, name="featurize-progress", daemon=True)
+    if progress.enabled:
+        watcher.start()
+    finished = False
+    try:
+        yield progress
+        finished = True
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join()
+        if finished:
+            progress.update(files)
+        progress.close(finished)
+
+
+def _parquet_files(store: _Store, folder: str) -> int:
+    """The Parquet files in ``folder`` now (0 while it is missing or cannot be listed)."""
+    try:
+        infos = store.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    except OSError:
+        return 0
+    return sum(i.type == pafs.FileType.File and i.path.endswith(".parquet") for i in infos)
 
 
 def _stage_seconds(ds: Any) -> dict[str, float]:

@@ -5,7 +5,9 @@ GPU); each loads a local copy of the registered model once (:class:`genre_ray.cl
 without importing MLflow) and reads, decodes, featurizes and classifies batches of files: only
 paths travel through Ray. A file that cannot be decoded becomes a row with its
 ``error``; it never stops the run. Prediction is the model's own: the same rows as
-``mlflow.pyfunc.load_model(URI).predict(pd.DataFrame({"path": [...]}))``.
+``mlflow.pyfunc.load_model(URI).predict(pd.DataFrame({"path": [...]}))``. The files are counted as
+their rows come back (:class:`genre_ray.pipeline.Progress`: a bar on a terminal, else a log line
+every few seconds; none with ``-q``).
 
 Resume: the finished rows are written as they arrive, as Parquet part files under
 ``<out>.parts/`` (every ``--flush-rows`` rows or ``--flush-seconds``, and on Ctrl-C). A file is
@@ -314,6 +316,8 @@ def _done(store: PartStore, listing: pd.DataFrame) -> pd.DataFrame:
 def _ray_start(cpus: int | None) -> float:
     import ray
 
+    from genre_ray.pipeline import ray_data_progress_off
+
     t0 = time.perf_counter()
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
@@ -321,7 +325,7 @@ def _ray_start(cpus: int | None) -> float:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray_data_progress_off()
     return time.perf_counter() - t0
 
 
@@ -338,8 +342,14 @@ def _resources(workers: int | None, gpu_per_worker: float | None) -> tuple[int, 
     return n, share
 
 
-def _stream(ds: Any, store: PartStore, summary: TagSummary, flush_rows: int, flush_s: float) -> None:
-    """Write the dataset's rows as parts as they come; on any exit, what has come is kept."""
+def _stream(ds: Any, store: PartStore, summary: TagSummary, flush_rows: int, flush_s: float,
+            total: int) -> None:
+    """Write the dataset's rows as parts as they come; on any exit, what has come is kept.
+
+    The ``total`` files are counted as their rows come (:class:`genre_ray.pipeline.Progress`).
+    """
+    from genre_ray.pipeline import Progress
+
     buffer: list[pa.Table] = []
     last = start = time.monotonic()
 
@@ -358,9 +368,11 @@ def _stream(ds: Any, store: PartStore, summary: TagSummary, flush_rows: int, flu
     # which would leave them unsaved a call longer.
     # iter(): Ray Data returns an iterable; its iterator is the generator that close() stops.
     batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
+    progress = Progress("tagging", total, logger=log)
     try:
         for batch in batches:
             summary.arrivals.append((time.monotonic() - start, batch.num_rows))
+            progress.update(progress.done + batch.num_rows)
             if batch.num_rows:
                 summary.first_call = min(summary.first_call, pc.min(batch.column(_TIMES[0])).as_py())
                 summary.last_call_end = max(summary.last_call_end, pc.max(batch.column(_TIMES[1])).as_py())
@@ -372,6 +384,7 @@ def _stream(ds: Any, store: PartStore, summary: TagSummary, flush_rows: int, flu
         # executor and releases the actors' CPUs (else, after Ctrl-C in a notebook, the next run waits).
         batches.close()
         flush()
+        progress.close(finished=progress.done >= total)
 
 
 def run_tag(library: str | os.PathLike[str], model: str, out: str | os.PathLike[str] = "predictions.csv", *,
@@ -421,7 +434,8 @@ def run_tag(library: str | os.PathLike[str], model: str, out: str | os.PathLike[
         summary.workers, summary.gpu_per_worker = _resources(workers, gpu_per_worker)
         t1 = time.perf_counter()
         try:  # on Ctrl-C the rows received so far are saved, then KeyboardInterrupt goes on
-            _stream(_dataset(todo, str(model_dir), batch_files, summary), store, summary, flush_rows, flush_s)
+            ds = _dataset(todo, str(model_dir), batch_files, summary)
+            _stream(ds, store, summary, flush_rows, flush_s, len(todo))
         finally:
             summary.predict_s = time.perf_counter() - t1
     t2 = time.perf_counter()
@@ -507,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the run's summary as one JSON document on "
                    "stdout (files, predicted, not predicted and why, timings, where the table is; the tag "
                    "counts with --write-tags or --undo); the rest goes to stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary: no progress "
+                   "(a bar on a terminal, else a line every few seconds)")
     return p
 
 
@@ -555,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (:data:`genre_ray.cli.EXIT_STATUS`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:  # also where the log was set up before (basicConfig then changes nothing)
+        logging.getLogger().setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("ray", "ray.data", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,5 +1,6 @@
-"""The Tune callbacks of a search: MLflow's child run per trial, fed from the driver, and the
-repair of checkpoints that a resumed search's snapshot names but Tune has since deleted.
+"""The Tune callbacks of a search: MLflow's child run per trial, fed from the driver, the repair
+of checkpoints that a resumed search's snapshot names but Tune has since deleted, and the status
+table Tune prints as the search goes (:class:`SearchReporter`).
 
 Apart from :mod:`genre_ray.tuning` so that importing the search engine does not import Ray Tune:
 a search must check its tracking server before anything heavy starts.
@@ -12,13 +13,13 @@ import logging
 import re
 from typing import Any
 
-from ray.tune import Callback
+from ray.tune import Callback, CLIReporter
 
 from genre_ray.config import SearchConfig
 from genre_ray.report import stop_reason
 from genre_ray.tuning import TRACKERS
 
-__all__ = ["StaleCheckpoints", "TrialRuns", "repair_checkpoints"]
+__all__ = ["SearchReporter", "StaleCheckpoints", "TrialRuns", "repair_checkpoints"]
 
 log = logging.getLogger("genre_ray.search")
 
@@ -80,6 +81,24 @@ class TrialRuns(Callback):
             stale = self.tracker.drop_stale_trials({t.trial_id for t in trials})
             if stale:
                 log.info("removed %d MLflow runs of trials lost with the interrupted run's last snapshot", stale)
+
+
+class SearchReporter(CLIReporter):
+    """Tune's status table of a search, at most every ``every`` seconds (see
+    :func:`genre_ray.tuning.progress_options`), its rows sorted by the objective.
+
+    The last table is as compact as the others (ten trial rows): the search's own leaderboard
+    follows it. Tune gives the objective and its mode through ``setup``, from the ``TuneConfig``.
+    """
+
+    def __init__(self, metric_columns: dict[str, str], parameter_columns: dict[str, str],
+                 every: float) -> None:
+        super().__init__(metric_columns=metric_columns, parameter_columns=parameter_columns,
+                         max_report_frequency=int(every), max_progress_rows=10, max_error_rows=5,
+                         sort_by_metric=True)
+
+    def report(self, trials: list, done: bool, *sys_info: str) -> None:
+        super().report(trials, False, *sys_info)
 
 
 def _fmt(value: Any) -> str:

@@ -21,9 +21,10 @@ import pandas as pd
 from genre_ray.config import SearchConfig
 from genre_ray.report import leaderboard_frame, stop_reason
 
-__all__ = ["MAX_TRIAL_FAILURES", "TRACKERS", "ResourceError", "autoscaling_worker_types", "check_resources",
-           "make_sampler", "startup_trials", "StudyJournalError", "check_study", "study_storage",
-           "can_restore", "leaderboard", "ray_init", "restore", "trial_data", "tuner"]
+__all__ = ["MAX_TRIAL_FAILURES", "REPORT_EVERY_S", "TRACKERS", "ResourceError", "autoscaling_worker_types",
+           "check_resources", "make_sampler", "startup_trials", "StudyJournalError", "check_study",
+           "study_storage", "can_restore", "leaderboard", "parameter_columns", "progress_options", "ray_init",
+           "restore", "space_draws", "trial_data", "tuner"]
 
 log = logging.getLogger("genre_ray.search")
 
@@ -31,12 +32,16 @@ log = logging.getLogger("genre_ray.search")
 def ray_init(cfg: SearchConfig) -> None:
     import ray
 
+    from genre_ray.pipeline import ray_data_progress_off
+
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
+    if not address:  # a private local Ray needs no token (as in genre_ray.tag); a cluster keeps its auth mode
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address=address, include_dashboard=False if address is None else None,
              logging_level=logging.WARNING, log_to_driver=True)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray_data_progress_off()
 
 
 #: Trackers of the searches running in this process, by Tune run name. The trial callback
@@ -180,8 +185,54 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
         failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_FAILURES),
         # Stale checkpoints first: a restored trial must name a checkpoint that exists before it starts.
         callbacks=[StaleCheckpoints(), *([TrialRuns(run_name, cfg)] if tracker is not None else [])],
-        stop=stop, verbose=0)
+        stop=stop, **progress_options(cfg))
     return tune.Tuner(_trainable(cfg, data, groups), tune_config=tune_config, run_config=run_config)
+
+
+#: Seconds between two of Tune's status tables during a search.
+REPORT_EVERY_S = 30
+#: The most searched parameters the status table has columns for (the first ones of the space).
+MAX_PARAMETER_COLUMNS = 8
+
+
+def progress_options(cfg: SearchConfig) -> dict[str, Any]:
+    """How Tune shows a search: ``RunConfig``'s ``verbose`` and ``progress_reporter``.
+
+    Tune's :class:`~ray.tune.CLIReporter` prints a compact status table every
+    :data:`REPORT_EVERY_S` seconds and at the end: the trials running, terminated (finished or
+    stopped by ASHA, whose count of stopped trials heads the table), pending and failed; the best
+    trial so far by the objective with its parameters; and a row per trial with the searched
+    parameters, the objective, its epochs and seconds. Nothing is shown when the search's log does
+    not log INFO (``-q``).
+    """
+    _legacy_output()
+    if not log.isEnabledFor(logging.INFO):
+        return {"verbose": 0, "progress_reporter": None}
+    from genre_ray.trial_runs import SearchReporter
+
+    metric = cfg.search["metric"]
+    return {"verbose": 1, "progress_reporter": SearchReporter(
+        metric_columns={metric: metric, "training_iteration": "epochs", "time_total_s": "seconds"},
+        parameter_columns=parameter_columns(cfg), every=REPORT_EVERY_S)}
+
+
+def _legacy_output() -> None:
+    """Tune's output engine that takes a progress reporter (``RAY_AIR_NEW_OUTPUT=0``, unless set).
+
+    The default engine ignores a given reporter; it prints a table of every trial's configuration
+    when it starts and of its results when it ends, and its heading even at ``verbose=0``.
+    """
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def parameter_columns(cfg: SearchConfig) -> dict[str, str]:
+    """The status table's parameter columns: the searched parameters that every trial has (in a
+    zoo, those of one model are absent from the others' trials), by their short names."""
+    draws = space_draws(cfg)
+    names = [n for n in draws[0] if all(n in d for d in draws)][:MAX_PARAMETER_COLUMNS]
+    short = {n: "model" if n == "model.name" else n.split(".", 1)[1] if n.startswith(("model.", "train."))
+             else n for n in names}
+    return short if len(set(short.values())) == len(short) else {n: n for n in names}
 
 
 def restore(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment: str, groups: dict[str, Any] | None = None) -> Any:
@@ -196,6 +247,7 @@ def restore(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment: s
 
     if tracker is not None:
         TRACKERS[_run_name(experiment)] = tracker
+    _legacy_output()  # the reporter, pickled with the experiment's RunConfig, is the one shown
     fs, where = _storage(experiment)
     return tune.Tuner.restore(where, trainable=_trainable(cfg, data, groups), resume_unfinished=True,
                               resume_errored=True, storage_filesystem=fs)
@@ -351,19 +403,13 @@ def check_study(storage: Any, study_name: str, cfg: SearchConfig) -> None:
     """
     import optuna
 
-    from genre_ray.spaces import define_by_run
-
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return  # no such study yet: it will be created
-    space = define_by_run(cfg)
-    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     known: dict[str, Any] = {}
-    for _ in range(64):  # a few random draws cover every branch of a conditional space
-        trial = probe.ask()
-        space(trial)
-        known.update(trial.distributions)
+    for draw in space_draws(cfg):
+        known.update(draw)
     for t in study.trials:
         for name, dist in t.distributions.items():
             if name not in known or known[name] != dist:
@@ -371,6 +417,28 @@ def check_study(storage: Any, study_name: str, cfg: SearchConfig) -> None:
                     f"study {study_name!r} in its journal was made from another search space: parameter {name} "
                     f"is {dist} there and {known.get(name, 'absent')} here; start a new search (without --resume) "
                     "or move the journal away")
+
+
+def space_draws(cfg: SearchConfig, draws: int = 64) -> list[dict[str, Any]]:
+    """The parameters (name -> Optuna distribution) of ``draws`` random trials of the search space,
+    in the order the space suggests them; a few dozen draws cover every branch of a conditional space."""
+    import optuna
+
+    from genre_ray.spaces import define_by_run
+
+    space = define_by_run(cfg)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory"
+    try:
+        probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    out = []
+    for _ in range(draws):
+        trial = probe.ask()
+        space(trial)
+        out.append(dict(trial.distributions))
+    return out
 
 
 def startup_trials(num_samples: int, given: int | None = None) -> int:

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 import shlex
 import sys
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(each task: best configuration, validation and test scores with their song counts, the "
                    "registered model, where the results are; with --check, the resolved config); the log and "
                    "Ray's output go to stderr")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final report")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final report: no "
+                   "progress (featurizing and Tune's status table)")
     return p
 
 
@@ -119,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # MLflow's bar over the few files of a model it reads back: noise in a log, progress under -q.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         cfg = load_config(args.space, _overrides(args))
     except (ConfigError, cli.UsageError) as exc:
