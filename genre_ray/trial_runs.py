@@ -17,12 +17,17 @@ from ray.tune import Callback, CLIReporter
 
 from genre_ray.config import SearchConfig
 from genre_ray.report import stop_reason
-from genre_ray.tuning import TRACKERS
 
 __all__ = ["SearchReporter", "StaleCheckpoints", "TrialRuns", "repair_checkpoints"]
 
 log = logging.getLogger("genre_ray.search")
 
+
+#: Trackers of the searches running in this process, by Tune run name. The trial callback
+#: (:class:`genre_ray.trial_runs.TrialRuns`) is pickled into the experiment (``tuner.pkl``) without
+#: its tracker and finds it here, so a restored search logs to the tracker re-attached to its
+#: parent run, not to a stale copy.
+TRACKERS: dict[str, Any] = {}
 
 class TrialRuns(Callback):
     """One MLflow child run per trial, fed from the driver (no worker talks to MLflow).

@@ -20,6 +20,7 @@ import pandas as pd
 
 from genre_ray.config import SearchConfig
 from genre_ray.report import leaderboard_frame, stop_reason
+from genre_ray.trial_runs import TRACKERS
 
 __all__ = ["MAX_TRIAL_FAILURES", "REPORT_EVERY_S", "TRACKERS", "ResourceError", "autoscaling_worker_types",
            "check_resources", "make_sampler", "startup_trials", "StudyJournalError", "check_study",
@@ -44,11 +45,6 @@ def ray_init(cfg: SearchConfig) -> None:
     ray_data_progress_off()
 
 
-#: Trackers of the searches running in this process, by Tune run name. The trial callback
-#: (:class:`genre_ray.trial_runs.TrialRuns`) is pickled into the experiment (``tuner.pkl``) without
-#: its tracker and finds it here, so a restored search logs to the tracker re-attached to its
-#: parent run, not to a stale copy.
-TRACKERS: dict[str, Any] = {}
 MAX_TRIAL_FAILURES = 3
 
 

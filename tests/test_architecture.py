@@ -46,3 +46,38 @@ def test_config_and_cli_front_import_nothing_heavy() -> None:
 def test_models_take_features_not_files() -> None:
     for path in (PKG / "models").glob("*.py"):
         assert not _imports(path) & {"soundfile", "librosa", "ray", "mlflow", "pandas"}, path.name
+
+
+def _module_of(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The genre_ray modules a file imports, lazily inside functions too."""
+    return {node.module for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("genre_ray.")
+            and not node.level}
+
+
+def test_no_import_cycles_between_modules() -> None:
+    graph = {_module_of(p): _package_imports(p) for p in PKG.rglob("*.py")}
+    state: dict[str, str] = {}
+    cycles: list[list[str]] = []
+
+    def visit(mod: str, path: list[str]) -> None:
+        state[mod] = "open"
+        for dep in sorted(graph.get(mod, ())):
+            if dep not in graph or dep == mod:
+                continue
+            if state.get(dep) == "open":
+                cycles.append(path[path.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, path + [dep])
+        state[mod] = "done"
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod, [mod])
+    assert cycles == [], " ; ".join(" -> ".join(c) for c in cycles[:5])

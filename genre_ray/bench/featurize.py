@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from genre_ray.bench import Timing, command_line, load_average, machine_summary, markdown_table, write_report
+from genre_ray.bench._warm import DEMO_SPEC, start_ray
 from genre_ray.data.demo import DemoSpec
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 HELP = "time the Ray Data featurization against a plain librosa loop and a one-process-per-core floor"
 DEFAULT_OUT = Path("results/bench_featurize.md")
 DEMO_ROOT = Path("results/cache/bench_demo")
-DEMO_SPEC = DemoSpec(genres=8, songs_per_genre=13, seconds=30.0)  # 104 songs, 1040 clips
 FLOOR_FILES_PER_TASK = 4  # small tasks so that neither process idles at the end
 
 
@@ -84,28 +84,6 @@ class BenchResult:
     @property
     def over_floor(self) -> float:
         return self.pipeline.clips_per_s / self.floor.clips_per_s
-
-
-def start_ray(manifest: pd.DataFrame, settings: FeatureSettings, cpus: int,
-              cache_root: Path) -> dict[str, Any]:
-    """Start Ray (unless it runs) and warm every worker with a featurize run of one file per task.
-
-    Returns:
-        The pipeline's start-up: ``ray_init_s``, ``warm_s``, and ``cores`` (the CPUs Ray has).
-    """
-    import ray
-
-    from genre_ray.pipeline import featurize
-
-    t0 = time.perf_counter()
-    if not ray.is_initialized():
-        ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    init_s = time.perf_counter() - t0
-    cores = int(ray.cluster_resources().get("CPU", cpus))
-    cache_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".bench-warm-", dir=cache_root) as warm:
-        featurize(manifest.iloc[:2 * cores][["path"]], settings, warm, batch_files=1)
-    return {"ray_init_s": init_s, "warm_s": time.perf_counter() - t0 - init_s, "cores": cores}
 
 
 def run_pipeline(manifest: pd.DataFrame, settings: FeatureSettings, cache_root: Path,

@@ -230,7 +230,7 @@ def run_memory_bench(root: str | os.PathLike[str], sizes: list[int], settings: F
     Returns:
         One :class:`MemoryRow` per size.
     """
-    from genre_ray.bench.featurize import DEMO_SPEC, start_ray
+    from genre_ray.bench._warm import DEMO_SPEC, start_ray
 
     cache = Path(cache_root)
     picked = [_collection_of(n, Path(root), demo_spec or DEMO_SPEC, Path(demo_dir)) for n in sorted(sizes)]
