@@ -92,6 +92,7 @@ _SCHEMA: dict[str, Any] = {
         "mapping": (_str(optional=True), None),  # tags: YAML mapping raw genre tags to genres
         "audio_dir": (_str(optional=True), None),  # fma: the fma_<size> audio folder
         "subset": (_str(("small", "medium", "large", "full"), optional=True), None),  # fma
+        "truncated": (_str(("keep", "skip")), "keep"),  # a file that ends before its header says
         "demo": {
             "genres": (_num(2, 10, integer=True), 8),
             "songs_per_genre": (_num(3, 1000, integer=True), 24),

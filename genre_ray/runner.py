@@ -88,17 +88,34 @@ def _collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.Data
         raise SearchFailed(str(exc)) from None
 
 
-def _drop_copies(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Count byte-identical files once, so a copy cannot sit in two splits."""
+def _drop_copies(manifest: pd.DataFrame, truncated: str = "keep") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Count byte-identical files once, so a copy cannot sit in two splits; then keep or leave out
+    the files that end before their header says (``data.truncated``).
+
+    A copy filed under another genre is a label conflict: the song is counted once, under the
+    first file's label, and the report names both files and both labels.
+    """
+    from genre_ray.data.collection import truncated_files
+
     dup = manifest.duplicated("sha")
-    if not dup.any():
-        return manifest, pd.DataFrame(columns=SKIPPED_COLUMNS)
-    first = manifest.drop_duplicates("sha").set_index("sha")["path"]
-    copies = manifest[dup]
-    log.warning("%d files are byte-identical copies of others; each is counted once", int(dup.sum()))
-    report = pd.DataFrame({"path": copies["path"], "stage": "scan", "reason": "duplicate",
-                           "detail": [f"same bytes as {first[s]}" for s in copies["sha"]]})
-    return manifest[~dup].reset_index(drop=True), report
+    first = manifest.drop_duplicates("sha").set_index("sha")
+    rows = []
+    for path, sha, label in manifest.loc[dup, ["path", "sha", "label"]].itertuples(index=False):
+        orig, orig_label = first.at[sha, "path"], first.at[sha, "label"]
+        if str(label).strip().casefold() == str(orig_label).strip().casefold():
+            rows.append({"path": path, "stage": "scan", "reason": "duplicate",
+                         "detail": f"same bytes as {orig}"})
+        else:
+            rows.append({"path": path, "stage": "scan", "reason": "label_conflict",
+                         "detail": f"same bytes as {orig}, which is labelled {orig_label!r}, but this copy "
+                                   f"is labelled {label!r}; counted once, as {orig_label!r} - keep the "
+                                   "recording under the genre it belongs to"})
+    if rows:
+        conflicts = sum(r["reason"] == "label_conflict" for r in rows)
+        log.warning("%d files are byte-identical copies of others (%d under another label); each is counted "
+                    "once", len(rows), conflicts)
+    manifest, cut = truncated_files(manifest[~dup].reset_index(drop=True), truncated)
+    return manifest, pd.DataFrame([*rows, *cut.to_dict("records")], columns=SKIPPED_COLUMNS)
 
 
 def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tuple[Any, pd.DataFrame]:
@@ -130,12 +147,19 @@ def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tupl
 
 
 def _data_report(skipped: pd.DataFrame, path: Path) -> None:
-    """Write every skipped file with its reason, and say on the console how many and why."""
-    skipped.to_csv(path, index=False)
+    """Write every skipped or damaged file with its reason, and say on the console how many and why.
+
+    A file kept though damaged (reason ``... (kept)``, such as a truncated one) is counted apart.
+    """
+    extra = [c for c in skipped.columns if c not in SKIPPED_COLUMNS]
+    skipped.reindex(columns=[*SKIPPED_COLUMNS, *extra]).to_csv(path, index=False)
     if skipped.empty:
         return
-    counts = ", ".join(f"{n} {reason}" for reason, n in skipped["reason"].value_counts().items())
-    log.warning("skipped %d files (%s); each with its reason in %s", len(skipped), counts, path)
+    kept = skipped["reason"].astype(str).str.endswith("(kept)")
+    for rows, what in ((skipped[~kept], "skipped %d files"), (skipped[kept], "kept %d damaged files")):
+        if len(rows):
+            counts = ", ".join(f"{n} {reason}" for reason, n in rows["reason"].value_counts().items())
+            log.warning(what + " (%s); each with its reason in %s", len(rows), counts, path)
 
 
 def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame, table: Any) -> dict[str, Any]:
@@ -214,7 +238,8 @@ def load_collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.
     if cfg.features["kind"] == "table":
         table, manifest = _featurize(cfg, manifest, results)
     else:
-        manifest, copies = _drop_copies(manifest.assign(sha=content_hashes(manifest["path"].tolist())))
+        manifest, copies = _drop_copies(manifest.assign(sha=content_hashes(manifest["path"].tolist())),
+                                        cfg.data["truncated"])
         table, manifest = _featurize(cfg, manifest, results)
         skipped = pd.concat([skipped, copies], ignore_index=True)
     skipped = pd.concat([skipped, table.skipped], ignore_index=True)

@@ -36,7 +36,7 @@ def _hostile(root: Path, good: Path) -> dict[str, str | None]:
     (a / "zero.wav").write_bytes(b"")
     expected[str(a / "zero.wav")] = "skip"
     (a / "random.mp3").write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
-    expected[str(a / "random.mp3")] = "usable-or-skipped"
+    expected[str(a / "random.mp3")] = "skip"
     (a / "text.wav").write_text("RIFF? no, just text")
     expected[str(a / "text.wav")] = "skip"
     sf.write(a / "silence.wav", np.zeros(22050 * 2, np.float32), 22050)
@@ -71,6 +71,9 @@ def test_hostile_corpus_zero_crashes_zero_good_files_lost(tiny_demo: Path, tmp_p
         else:
             assert (path in featurized) != (path in reasons), f"neither used nor reported: {path}"
     assert all("loop" not in p for p in manifest["path"])  # the loop was not followed
+    details = dict(zip(skipped["path"], skipped["detail"], strict=True))
+    assert details[str(root / "rock" / "random.mp3")].startswith(
+        "random.mp3 is not an audio file the decoder can read (format not recognised)")
 
 
 def test_unreadable_file_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,39 +3,189 @@
 Everything that can be wrong with a file is reported as :class:`AudioError` with the path and
 what to do, so the pipeline can skip the file, count it, and go on with the rest. A path may be a
 URI (``s3://bucket/rock/a.wav``): such a file is read through its pyarrow filesystem.
+
+A file damaged partway (a FLAC or MP3 cut short) is decoded up to the damage. :func:`audio_length`
+tells such a file apart: the length its container declares against the length that decodes.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import IO, Any
 
+import mutagen
 import numpy as np
 import soundfile as sf
 import soxr
+from mutagen.mp3 import MP3, BitrateMode
+from mutagen.ogg import OggFileType, OggPage
+from mutagen.wave import WAVE
 
 from genre_ray import storage
 
-__all__ = ["AUDIO_EXTENSIONS", "AudioError", "clip_bounds", "cut_clips", "decode", "decode_clips",
-           "downmix", "open_audio", "resample"]
+__all__ = ["AUDIO_EXTENSIONS", "AudioError", "Length", "audio_length", "clip_bounds", "cut_clips", "decode",
+           "decode_clips", "downmix", "open_audio", "resample", "undecodable"]
 
 #: Extensions read as audio, matched case-insensitively.
 AUDIO_EXTENSIONS = (".wav", ".au", ".aiff", ".aif", ".flac", ".ogg", ".opus", ".mp3")
 
 _MIN_SECONDS = 0.5
 _SILENCE_RMS = 1e-5
+_BLOCK = 4096  # frames per read where a file is read up to its damage
+# A file is cut short when it decodes this much less than it declares: 0.1 s and 0.5 % leave room
+# for an MP3's encoder delay and padding, which some encoders count and others do not.
+_SHORT_S, _SHORT_FRACTION = 0.1, 0.005
+_DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError)
+_UNKNOWN_SIZE = 0xFFFFFFFF - 0xFF  # a RIFF size this large is the streaming writers' "unknown"
 
 
 class AudioError(Exception):
-    """A file that cannot be used. ``reason`` is a short machine-readable category."""
+    """A file that cannot be used.
 
-    def __init__(self, path: str, reason: str, detail: str) -> None:
+    ``reason`` is a short machine-readable category, ``detail`` says in plain words what is wrong
+    with the file and what to do, ``message`` is the decoder's own words ("" when it said nothing).
+    """
+
+    def __init__(self, path: str, reason: str, detail: str, message: str = "") -> None:
         super().__init__(f"{path}: {detail}")
         self.path = path
         self.reason = reason
         self.detail = detail
+        self.message = message
+
+    def record(self) -> str:
+        """The error as one text value (``reason: detail``, the decoder's words on a second line),
+        as the feature cache stores it; :meth:`from_record` reads it back."""
+        return f"{self.reason}: {self.detail}" + (f"\n{self.message}" if self.message else "")
+
+    @classmethod
+    def from_record(cls, path: str, text: str) -> AudioError:
+        """The error of ``path`` from :meth:`record`'s text (or an older cache's ``reason: detail``)."""
+        head, _, message = text.partition("\n")
+        reason, _, detail = head.partition(": ")
+        return cls(path, reason, detail, message)
+
+
+_DISK = "check its permissions and that the disk is reachable"
+# libsndfile's messages, by words they contain, in the user's words, with what to do about them.
+_PLAIN = (
+    (("not recognised", "possibly a pipe"),
+     "is not an audio file the decoder can read (format not recognised)",
+     "check that it is audio and that its extension is right, or remove it"),
+    (("malformed",), "has a damaged header (a known format, but malformed)", "re-export it or replace it"),
+    (("unsupported encoding", "not supported"), "uses an encoding the decoder does not support",
+     "convert it to WAV or FLAC"),
+    (("lost sync", "psf_fseek", "end of file", "unexpected"),
+     "is damaged partway (the decoder lost its place in the audio data)", "re-export it or replace it"),
+    (("system error",), "cannot be read from its disk", _DISK),
+)
+
+
+def undecodable(path: str, exc: BaseException) -> AudioError:
+    """The :class:`AudioError` for a file the decoder refused, in plain words naming the file; the
+    decoder's own message is kept in ``message``."""
+    name = os.path.basename(str(path).rstrip("/")) or str(path)
+    said = str(exc)
+    if not storage.is_uri(path) and os.path.isfile(path) and os.path.getsize(path) == 0:
+        plain, advice = "is an empty file (0 bytes)", "copy it again from where it came from, or remove it"
+    elif isinstance(exc, OSError) and not isinstance(exc, sf.LibsndfileError):
+        plain, advice = f"cannot be read ({exc.strerror or said})", _DISK
+    else:
+        plain, advice = next(((p, a) for words, p, a in _PLAIN if any(w in said.lower() for w in words)),
+                             ("cannot be decoded", "check that it is a complete audio file in a format "
+                              "libsndfile reads"))
+    return AudioError(path, "undecodable", f"{name} {plain}; {advice}", said)
+
+
+@dataclass(frozen=True)
+class Length:
+    """How long a file says it is, and how long it decodes."""
+
+    promised_s: float | None  #: what its container declares; None where it declares nothing
+    read_s: float  #: what the decoder gives
+    truncated: bool  #: it ends before it says, or (Ogg) without its end-of-stream page
+
+
+def audio_length(path: str) -> Length:
+    """The declared and the decodable length of a file, to find files cut short.
+
+    The declared length is the one the container states: a WAV's data-chunk size, an AIFF's frame
+    count, a FLAC's STREAMINFO total, an MP3's Xing/Info/VBRI frame count (read by mutagen). An
+    Ogg stream declares none, but one cut short lacks its end-of-stream page. The decodable length
+    is what libsndfile reads: it trims a WAV or AIFF to the bytes present; a FLAC or MP3 is tried
+    at its declared end, and only when that fails is it decoded up to the damage.
+
+    Raises:
+        AudioError: when the file cannot be decoded at all.
+    """
+    try:
+        with open_audio(path, header_only=True) as src:
+            promised, complete = _declared(src)
+            frames, rate = _readable_frames(src)
+    except _DECODE_ERRORS as exc:
+        raise undecodable(path, exc) from None
+    read = frames / rate if rate > 0 else 0.0
+    short = promised is not None and promised - read > _SHORT_S + _SHORT_FRACTION * promised
+    return Length(promised, read, short or not complete)
+
+
+def _declared(src: str | IO[bytes]) -> tuple[float | None, bool]:
+    """The length ``src``'s container declares (None: none), and whether an Ogg stream ends whole."""
+    try:
+        meta = mutagen.File(_rewound(src))
+        info: Any = getattr(meta, "info", None)
+        if info is None:
+            return None, True
+        if isinstance(meta, OggFileType):  # the length mutagen gives is the last page's: not a promise
+            with open(src, "rb") if isinstance(src, str) else nullcontext(_rewound(src)) as fh:
+                last = OggPage.find_last(fh, info.serial)
+            return None, last is not None and last.last
+        if isinstance(meta, MP3) and info.bitrate_mode == BitrateMode.UNKNOWN:
+            return None, True  # no Xing/Info/VBRI header: mutagen's length is guessed from the file size
+        if isinstance(meta, WAVE) and \
+                info.length * info.sample_rate * info.channels * info.bits_per_sample / 8 >= _UNKNOWN_SIZE:
+            return None, True  # a WAV written to a pipe: its data size says "unknown" (0xFFFFFFFF)
+        length = float(info.length or 0.0)
+    except Exception:  # noqa: BLE001 - mutagen raises many types on damaged files; the decoder judges them
+        return None, True
+    return (length if length > 0 else None), True
+
+
+def _readable_frames(src: str | IO[bytes]) -> tuple[int, int]:
+    """``(frames that decode, sample rate)``: the header's count when its last frames read, else
+    the frames counted up to the damage."""
+    with sf.SoundFile(_rewound(src)) as f:
+        rate, frames, tail = f.samplerate, f.frames, min(f.frames, _BLOCK)
+        try:
+            if frames <= 0:
+                return 0, rate
+            f.seek(frames - tail)
+            if len(f.read(tail, dtype="float32")) == tail:
+                return frames, rate
+        except sf.LibsndfileError:
+            pass  # a failed seek leaves the file unusable: count in a fresh one
+    with sf.SoundFile(_rewound(src)) as f:
+        return _read_blocks(f)[0], rate
+
+
+def _read_blocks(f: sf.SoundFile, keep: bool = False) -> tuple[int, np.ndarray]:
+    """Read ``f`` to its end or to its first damage: the frame count, and the frames if ``keep``."""
+    parts, n = [], 0
+    while True:
+        try:
+            block = f.read(_BLOCK, dtype="float32", always_2d=True)
+        except sf.LibsndfileError:
+            break
+        n += len(block)
+        if keep:
+            parts.append(block)
+        if len(block) < _BLOCK:
+            break
+    return n, np.concatenate(parts) if parts else np.zeros((0, f.channels), np.float32)
 
 
 def decode(path: str, sample_rate: int) -> np.ndarray:
@@ -59,7 +209,7 @@ def decode(path: str, sample_rate: int) -> np.ndarray:
         with open_audio(path) as src:
             return _decode(path, src, sample_rate)
     except OSError as exc:  # a URI whose object cannot be read
-        raise _undecodable(path, exc) from None
+        raise undecodable(path, exc) from None
 
 
 @contextmanager
@@ -90,9 +240,9 @@ def _rewound(src: str | IO[bytes]) -> str | IO[bytes]:
 
 def _decode(path: str, src: str | IO[bytes], sample_rate: int) -> np.ndarray:
     try:
-        data, sr = sf.read(_rewound(src), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-        raise _undecodable(path, exc) from None
+        data, sr = _read_all(src)
+    except _DECODE_ERRORS as exc:
+        raise undecodable(path, exc) from None
     if data.size == 0 or sr <= 0:
         raise AudioError(path, "empty", "holds no audio samples; remove it or replace it")
     wave = _mono_finite(path, data)
@@ -103,9 +253,16 @@ def _decode(path: str, src: str | IO[bytes], sample_rate: int) -> np.ndarray:
     return resample(wave, sr, sample_rate)
 
 
-def _undecodable(path: str, exc: BaseException) -> AudioError:
-    return AudioError(path, "undecodable", f"cannot decode ({exc}); check that it is a complete audio file "
-                      "in a format libsndfile reads")
+def _read_all(src: str | IO[bytes]) -> tuple[np.ndarray, int]:
+    """Every frame of ``src`` and its rate; a file damaged partway gives the frames before the damage."""
+    try:
+        return sf.read(_rewound(src), dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        with sf.SoundFile(_rewound(src)) as f:  # opens: the damage is in the audio data, not the header
+            n, data = _read_blocks(f, keep=True)
+        if n == 0:
+            raise exc from None
+        return data, f.samplerate
 
 
 def _mono_finite(path: str, data: np.ndarray) -> np.ndarray:
@@ -175,18 +332,22 @@ def decode_clips(path: str, sample_rate: int, clip_samples: int, overlap: float,
         with open_audio(path) as src:
             return _clips(path, src, sample_rate, clip_samples, overlap, max_clips)
     except OSError as exc:  # a URI whose object cannot be read
-        raise _undecodable(path, exc) from None
+        raise undecodable(path, exc) from None
 
 
 def _clips(path: str, src: str | IO[bytes], sample_rate: int, clip_samples: int, overlap: float,
            max_clips: int | None) -> np.ndarray:
     try:
         info = sf.info(_rewound(src))
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-        raise _undecodable(path, exc) from None
-    if info.frames <= 0 or info.samplerate <= 0:
+        frames = info.frames
+        promised = int(frames * sample_rate / info.samplerate) if info.samplerate > 0 else 0
+        if max_clips is not None and len(clip_bounds(promised, clip_samples, overlap)) > max_clips:
+            frames = _readable_frames(src)[0]  # a file cut short: clips spread over what decodes
+    except _DECODE_ERRORS as exc:
+        raise undecodable(path, exc) from None
+    if frames <= 0 or info.samplerate <= 0:
         raise AudioError(path, "empty", "holds no audio samples; remove it or replace it")
-    starts = clip_bounds(int(info.frames * sample_rate / info.samplerate), clip_samples, overlap)
+    starts = clip_bounds(int(frames * sample_rate / info.samplerate), clip_samples, overlap)
     if max_clips is None or len(starts) <= max_clips:
         return cut_clips(_decode(path, src, sample_rate), clip_samples, overlap)
     picked = [starts[i] for i in np.linspace(0, len(starts) - 1, max_clips).round().astype(int)]
@@ -196,13 +357,13 @@ def _clips(path: str, src: str | IO[bytes], sample_rate: int, clip_samples: int,
     try:
         with sf.SoundFile(_rewound(src)) as f:
             for i, start in enumerate(picked):
-                f.seek(min(int(start * ratio), max(0, info.frames - 1)))
-                block = f.read(span, dtype="float32", always_2d=True)
+                f.seek(min(int(start * ratio), max(0, frames - 1)))
+                block = f.read(min(span, frames - f.tell()), dtype="float32", always_2d=True)
                 if block.size:
                     wave = resample(_mono_finite(path, block), info.samplerate, sample_rate)[:clip_samples]
                     clips[i, : len(wave)] = wave
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-        raise _undecodable(path, exc) from None
+    except _DECODE_ERRORS as exc:
+        raise undecodable(path, exc) from None
     _refuse_silence(path, clips.ravel())
     return clips
 

@@ -22,8 +22,8 @@ import pandas as pd
 import soundfile as sf
 
 from genre_ray import storage
-from genre_ray.data.audio import open_audio
-from genre_ray.data.collection import MANIFEST_COLUMNS, SKIPPED_COLUMNS, CollectionError
+from genre_ray.data.audio import open_audio, undecodable
+from genre_ray.data.collection import MANIFEST_COLUMNS, SKIPPED_COLUMNS, CollectionError, error_row
 
 __all__ = ["CSV_ALIASES", "FMA_SUBSETS", "csv_manifest", "finish_manifest", "fma_audio_path", "fma_manifest",
            "none_for_missing", "probe_duration", "skip_row", "unique_song_ids"]
@@ -45,7 +45,7 @@ def skip_row(path: str | Path, reason: str, detail: str) -> dict[str, str]:
     return {"path": str(path), "stage": "scan", "reason": reason, "detail": detail}
 
 
-def probe_duration(path: str | Path) -> tuple[float, dict[str, str] | None]:
+def probe_duration(path: str | Path) -> tuple[float, dict[str, Any] | None]:
     """The duration in seconds from the audio header, or NaN and the ``skipped`` row saying why.
 
     ``path`` may be a URI (``s3://bucket/rock/a.wav``).
@@ -59,8 +59,7 @@ def probe_duration(path: str | Path) -> tuple[float, dict[str, str] | None]:
     except FileNotFoundError:  # an object that is not in its bucket
         return math.nan, missing
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-        return math.nan, skip_row(path, "undecodable", f"cannot read the audio header ({exc}); check that it "
-                                  "is a complete audio file in a format libsndfile reads")
+        return math.nan, error_row(undecodable(str(path), exc), "scan")
 
 
 def unique_song_ids(rel_paths: Iterable[str]) -> list[str]:
@@ -269,7 +268,7 @@ def _in_subset(tracks: pd.DataFrame, subset: str | None, tracks_csv: Path) -> pd
     return tracks.loc[member]
 
 
-def _probe(path: str | Path, missing_detail: str) -> tuple[float, dict[str, str] | None]:
+def _probe(path: str | Path, missing_detail: str) -> tuple[float, dict[str, Any] | None]:
     """Duration from the header, or the skip row; a missing file gets the source's own advice."""
     duration, bad = probe_duration(path)
     if bad is not None and bad["reason"] == "missing":
