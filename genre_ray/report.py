@@ -107,10 +107,20 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
     lines += ["", "## Songs per class and split (last row: clips)", "", _md_table(info["split_table"].reset_index())]
     skipped = info.get("skipped")
     if skipped is not None and len(skipped):
-        lines += ["", f"## Skipped files ({len(skipped)})", "", _md_table(skipped)]
+        kept = kept_damaged(skipped)
+        if (~kept).any():
+            lines += ["", f"## Skipped files ({int((~kept).sum())})", "", _md_table(skipped[~kept])]
+        if kept.any():
+            lines += ["", f"## Damaged files kept with what decoded ({int(kept.sum())})", "", _md_table(skipped[kept])]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def kept_damaged(report: pd.DataFrame) -> pd.Series:
+    """Rows of a data report that name a damaged file kept in the search (``truncated (kept)``)."""
+    return report["reason"].astype(str).str.endswith("(kept)") if "reason" in report else \
+        pd.Series(False, index=report.index)
 
 
 def selection_lines(info: dict[str, Any]) -> list[str]:

@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cfg.output['results_dir']}/{cfg.name}")
         for summary in summaries:
             _print_report(summary)
-    skipped = any(s.get("skipped") is not None and len(s["skipped"]) for s in summaries)
+    from genre_ray.report import kept_damaged
+
+    # exit 3 when input files were left out; a damaged file kept with what decoded is only reported
+    skipped = any(s.get("skipped") is not None and (~kept_damaged(s["skipped"])).any() for s in summaries)
     return cli.EXIT_SKIPPED if skipped else cli.EXIT_OK
 
 
