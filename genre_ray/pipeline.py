@@ -42,6 +42,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from genre_ray import storage
+from genre_ray._faults import pause_point
 from genre_ray.data.audio import AudioError, decode_clips
 from genre_ray.data.collection import SKIPPED_COLUMNS, decode_report
 from genre_ray.features import FeatureSettings, compute_features
@@ -505,6 +506,7 @@ def _compute(manifest: pd.DataFrame, settings: FeatureSettings, store: _Store, f
         ds.context.per_stage_map_timing = True  # to report the write apart from the features
         with _write_progress(store, store.path(run), len(items), tasks):
             ds.write_parquet(store.path(run), filesystem=store.fs, **_PARQUET_ARGS)
+        pause_point("cache.before_marker")  # the kill tests stop here: the data written, not yet published
         store.publish(final, {"version": CACHE_VERSION, "settings": settings.as_dict(), "files": len(items),
                               "written": time.time(), "data": run})
         published = True  # the data is named now: another run may be reading it

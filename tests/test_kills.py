@@ -109,3 +109,39 @@ def test_a_search_killed_while_registering_is_not_mistaken_for_finished(tmp_path
     champion = client.get_model_version_by_alias("genre-demo", "champion")
     assert champion.version != orphan.version and champion.tags["alias_at_registration"] == "champion"
     assert (results / "cnn" / "summary.md").exists()
+
+
+FEATURIZE = textwrap.dedent("""
+    import sys
+    import pandas as pd
+    import ray
+    from genre_ray.features import FeatureSettings
+    from genre_ray.pipeline import featurize
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    paths = sys.argv[2:]
+    settings = FeatureSettings(kinds=("logmel",), sample_rate=8000, clip_seconds=1.0, clip_overlap=0.0,
+                               n_fft=256, hop_length=128, n_mels=16)
+    table = featurize(pd.DataFrame({"path": paths}), settings, sys.argv[1], batch_files=2)
+    print("HIT" if table.cache_hit else "COMPUTED", len(table.clips))
+""")
+
+
+@pytest.mark.slow
+def test_a_featurization_killed_before_its_cache_marker_is_computed_again_not_read(tmp_path: Path) -> None:
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(4):
+        paths.append(songs / f"s{i}.wav")
+        sf.write(paths[-1], (0.3 * rng.standard_normal(3 * 8000)).astype(np.float32), 8000)
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-c", FEATURIZE, str(cache), *map(str, paths)]
+    _kill_at(cmd, "cache.before_marker", tmp_path)
+    written = [p for p in cache.rglob("*.parquet")]
+    assert written and not list(cache.rglob("_genre_ray_cache.json"))  # data, but nothing published
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert again.stdout.split()[-2:] == ["COMPUTED", "12"]  # the killed run's files were not trusted
+    third = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert third.stdout.split()[-2:] == ["HIT", "12"]  # the complete entry is
