@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from genre_ray import cli
+from genre_ray._faults import pause_point
 
 __all__ = ["TagError", "TagSummary", "Predictor", "PartStore", "build_parser", "list_library", "load_model",
            "main", "model_identity", "run_tag"]
@@ -291,6 +292,7 @@ class PartStore:
         path = self.folder / f"part-{self._next:05d}.parquet"
         tmp = path.with_suffix(".tmp")
         pq.write_table(table, tmp)
+        pause_point("tag.part_before_replace")  # the kill tests stop here: a whole part, not yet named
         os.replace(tmp, path)
         self._next += 1
         return path

@@ -145,3 +145,27 @@ def test_a_featurization_killed_before_its_cache_marker_is_computed_again_not_re
     assert again.stdout.split()[-2:] == ["COMPUTED", "12"]  # the killed run's files were not trusted
     third = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert third.stdout.split()[-2:] == ["HIT", "12"]  # the complete entry is
+
+
+PARTS = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import pyarrow as pa
+    from genre_ray.tag import PartStore, _schema
+    store = PartStore(Path(sys.argv[1]), "models:/m/1", "sha-1", ["a", "b"])
+    for i in range(2):  # a part of one row each; the second is killed before it is named
+        row = {"path": f"/music/{i}.wav", "size": 1, "mtime_ns": 1, "genre": "a", "confidence": 0.9, "error": None,
+               "prob_a": 0.9, "prob_b": 0.1}
+        store.write(pa.Table.from_pylist([row], schema=_schema(["a", "b"])))
+""")
+
+
+def test_tag_killed_while_writing_a_part_keeps_only_the_whole_parts(tmp_path: Path) -> None:
+    from genre_ray.tag import PartStore
+
+    out = tmp_path / "predictions.csv"
+    _kill_at([sys.executable, "-c", PARTS, str(out)], "tag.part_before_replace", tmp_path, skip=1)
+    parts = out.with_name(out.name + ".parts")
+    assert len(list(parts.glob("part-*.parquet"))) == 1 and len(list(parts.glob("*.tmp"))) == 1
+    rows = PartStore(out, "models:/m/1", "sha-1", ["a", "b"]).read()  # what a resumed run trusts
+    assert rows["path"].tolist() == ["/music/0.wav"]  # the killed part is not read: that file is predicted again
