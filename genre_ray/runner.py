@@ -285,6 +285,18 @@ def prepare(cfg: SearchConfig) -> dict[str, Any]:
     return {**_split_arrays(cfg, songs, rows, table), "groups": _groups(cfg)}
 
 
+def _library_levels() -> None:
+    """MLflow's, Optuna's and alembic's own INFO lines (tables created, study created, model
+    registered) follow the root logger: under ``-q`` (WARNING) they stay off the console too."""
+    if logging.getLogger().getEffectiveLevel() < logging.WARNING:
+        return
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -> list[dict[str, Any]]:
     """Run a validated search end to end: one Tune search and one registered model per task.
 
@@ -304,6 +316,7 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
     from genre_ray.tracking import TrackingError, check_reachable, default_tracking_uri
 
     t0 = time.perf_counter()
+    _library_levels()
     results = Path(cfg.output["results_dir"]).expanduser().resolve()
     uri = cfg.tracking["uri"] or default_tracking_uri(results)
     try:
