@@ -100,7 +100,10 @@ class SearchReporter(CLIReporter):
                  every: float) -> None:
         super().__init__(metric_columns=metric_columns, parameter_columns=parameter_columns,
                          max_report_frequency=int(every), max_progress_rows=10, max_error_rows=5,
-                         sort_by_metric=True)
+                         sort_by_metric=True,
+                         # given, not left to Tune's global verbosity at construction: a search after
+                         # another in one process (a second task, a benchmark) would lose its table
+                         print_intermediate_tables=True)
 
     def report(self, trials: list, done: bool, *sys_info: str) -> None:
         super().report(trials, False, *sys_info)

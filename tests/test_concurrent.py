@@ -15,6 +15,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from _procs import child_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,7 +26,7 @@ def _two_at_once(results: Path) -> list[subprocess.CompletedProcess]:
     procs = []
     for name in ("first", "second"):
         procs.append(subprocess.Popen([*cmd, "--name", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, cwd=ROOT))
+                                      text=True, cwd=ROOT, env=child_env()))
         time.sleep(0.2)
     outs = [p.communicate(timeout=600)[0] for p in procs]
     return [subprocess.CompletedProcess(p.args, p.returncode, out) for p, out in zip(procs, outs, strict=True)]

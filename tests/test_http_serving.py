@@ -26,6 +26,7 @@ import mlflow
 import numpy as np
 import pytest
 import soundfile as sf
+from _procs import child_env
 from _mlflow_server import MlflowServer
 from test_serving import CLASSES, _trained, tone
 
@@ -42,7 +43,7 @@ def model_server(model_uri: str, store_uri: str, workdir: Path) -> Iterator[Mlfl
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
            "-h", "127.0.0.1", "-p", str(server.port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri, "CUDA_VISIBLE_DEVICES": ""}
+    env = child_env(MLFLOW_TRACKING_URI=store_uri, CUDA_VISIBLE_DEVICES="")  # uvicorn found beside this Python
     server.log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed by stop()
     server.proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=server.log,
                                    stderr=subprocess.STDOUT, start_new_session=True)

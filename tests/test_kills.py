@@ -19,14 +19,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from _procs import child_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _kill_at(cmd: list[str], point: str, tmp_path: Path, skip: int = 0, timeout: float = 300) -> str:
     """Run ``cmd`` until it pauses at ``point`` (after ``skip`` passes), SIGKILL its group; its output."""
     marker = tmp_path / f"paused-{point}"
-    env = {**os.environ, "GENRE_RAY_PAUSE_AT": point, "GENRE_RAY_PAUSE_FILE": str(marker),
-           "GENRE_RAY_PAUSE_SKIP": str(skip)}
+    env = child_env(GENRE_RAY_PAUSE_AT=point, GENRE_RAY_PAUSE_FILE=str(marker), GENRE_RAY_PAUSE_SKIP=str(skip))
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -104,7 +105,7 @@ def test_a_search_killed_while_registering_is_not_mistaken_for_finished(tmp_path
     state = (results / "cnn" / "search_state.json").read_text()
     assert '"finished": false' in state  # --resume would take it up again
     assert not (results / "cnn" / "summary.md").exists()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=child_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     champion = client.get_model_version_by_alias("genre-demo", "champion")
     assert champion.version != orphan.version and champion.tags["alias_at_registration"] == "champion"
@@ -140,10 +141,10 @@ def test_a_featurization_killed_before_its_cache_marker_is_computed_again_not_re
     _kill_at(cmd, "cache.before_marker", tmp_path)
     written = [p for p in cache.rglob("*.parquet")]
     assert written and not list(cache.rglob("_genre_ray_cache.json"))  # data, but nothing published
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=child_env())
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert again.stdout.split()[-2:] == ["COMPUTED", "12"]  # the killed run's files were not trusted
-    third = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    third = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=child_env())
     assert third.stdout.split()[-2:] == ["HIT", "12"]  # the complete entry is
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from _mlflow_server import ROOT, SPACE, MlflowServer
+from _procs import child_env
 
 
 def _runs(server: MlflowServer, experiment: str) -> list[dict]:
@@ -33,7 +34,8 @@ def test_a_search_survives_its_tracking_server_going_away_and_resume_logs_what_i
            "--tracking-uri", server.url, "--set", "train.epochs=3", "--set", "search.max_epochs=3",
            "--set", "search.grace_period=3"]
     with server:
-        search = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        search = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env=child_env())
         deadline = time.monotonic() + 300
         while not [r for r in _runs(server, "demo") if r["data"].get("tags")]:  # the parent run is there
             assert search.poll() is None and time.monotonic() < deadline, "the search ended before logging"
@@ -48,7 +50,8 @@ def test_a_search_survives_its_tracking_server_going_away_and_resume_logs_what_i
 
     again = MlflowServer(server.store_uri, tmp_path / "server", port=server.port)  # it comes back
     with again:
-        done = subprocess.run([*cmd, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        done = subprocess.run([*cmd, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                              env=child_env())
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "MLflow calls its tracking server missed" in done.stdout + done.stderr
         runs = _runs(again, "demo")
