@@ -8,13 +8,12 @@ a search must check its tracking server before anything heavy starts.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from typing import Any
 
 from ray.tune import Callback, CLIReporter
 
+from genre_ray._ray_workarounds import repair_checkpoints
 from genre_ray.config import SearchConfig
 from genre_ray.report import stop_reason
 
@@ -113,9 +112,6 @@ def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-_CHECKPOINT = re.compile(r"checkpoint_(\d+)$")
-
-
 class StaleCheckpoints(Callback):
     """Before a restored search starts its trials, each trial resumes from a checkpoint that exists.
 
@@ -138,87 +134,3 @@ class StaleCheckpoints(Callback):
                 repair_checkpoints(trial)
 
 
-def repair_checkpoints(trial: Any) -> bool:
-    """Make ``trial``'s checkpoint bookkeeping match its folder; True when it had to change.
-
-    The checkpoints kept are the tracked ones still on storage, plus any newer one on storage whose
-    result row (``result.json``, written by the driver after the checkpoint was saved) proves it
-    complete. They are registered again in order, so the newest is the one the trial resumes from,
-    Tune's keep-best-and-last rule applies to them, and the trial's next checkpoint gets a new name
-    instead of overwriting one of them. A trial with none left starts again from its first epoch.
-    """
-    from ray.train import Checkpoint
-    from ray.train._internal.session import _TrainingResult
-
-    manager = trial.run_metadata.checkpoint_manager
-    fs, trial_dir = trial.storage.storage_filesystem, trial.storage.trial_fs_path
-    latest = manager.latest_checkpoint_result
-    tracked = {r.checkpoint.path.rstrip("/"): r
-               for r in [*manager._checkpoint_results, *([latest] if latest is not None else [])]}
-    on_disk = _checkpoint_dirs(fs, trial_dir)
-    if on_disk is None:  # storage unreadable now: Tune's own bookkeeping is left as it is
-        return False
-    newest_tracked = max((_index(p) for p in tracked), default=-1)
-    newer = {p: i for p, i in on_disk.items() if p not in tracked and i > newest_tracked}
-    if all(p in on_disk for p in tracked) and not newer:
-        return False
-    rows = _checkpoint_rows(fs, trial_dir) if newer else {}
-    keep = {p: r for p, r in tracked.items() if p in on_disk}
-    for path in newer:
-        row = rows.get(path.rsplit("/", 1)[-1])
-        if row is not None:
-            keep[path] = _TrainingResult(checkpoint=Checkpoint(path, filesystem=fs), metrics=row)
-    # Tune names the trial's next checkpoint from this index: past every folder, none overwritten
-    # (a folder cut short by the kill has no result row; it is left alone, and not reused).
-    trial.storage.current_checkpoint_index = max([trial.storage.current_checkpoint_index, *on_disk.values()])
-    trial.invalidate_json_state()
-    if keep.keys() == tracked.keys():
-        return False
-    manager._checkpoint_results, manager._latest_checkpoint_result = [], None  # rebuilt just below
-    for path in sorted(keep, key=_index):
-        manager.register_checkpoint(keep[path])
-    trial.run_metadata.invalidate_cache()
-    was = latest.checkpoint.path.rstrip("/") if latest is not None else ""
-    now = manager.latest_checkpoint_result
-    log.warning("trial %s: the interrupted run's snapshot named checkpoint %s (%s); it resumes from %s",
-                trial.trial_id, was.rsplit("/", 1)[-1] or "none",
-                "not the newest" if was in on_disk else "deleted since",
-                now.checkpoint.path.rstrip("/").rsplit("/", 1)[-1] if now else "its first epoch")
-    return True
-
-
-def _index(path: str) -> int:
-    match = _CHECKPOINT.search(path.rstrip("/"))
-    return int(match.group(1)) if match else -1
-
-
-def _checkpoint_dirs(fs: Any, trial_dir: str) -> dict[str, int] | None:
-    """The trial's ``checkpoint_NNNNNN`` folders on storage: path -> index; None if unlistable."""
-    import pyarrow.fs as pafs
-
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-    except OSError as exc:
-        log.warning("cannot list %s (%s); its trial resumes from the checkpoint Tune's snapshot names",
-                    trial_dir, exc)
-        return None
-    return {i.path.rstrip("/"): _index(i.path) for i in infos
-            if i.type == pafs.FileType.Directory and _index(i.path) >= 0}
-
-
-def _checkpoint_rows(fs: Any, trial_dir: str) -> dict[str, dict]:
-    """The trial's reported results that came with a checkpoint: its folder name -> the result."""
-    rows: dict[str, dict] = {}
-    try:
-        with fs.open_input_stream(f"{trial_dir}/result.json") as f:
-            text = f.readall().decode("utf-8", errors="replace")
-    except OSError:
-        return rows
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:  # a line cut off by the kill
-            continue
-        if isinstance(row, dict) and row.get("checkpoint_dir_name"):
-            rows[row["checkpoint_dir_name"]] = row
-    return rows

@@ -7,7 +7,6 @@ no worker ever writes to a tracking store.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pandas as pd
 
 from genre_ray.config import SearchConfig
 from genre_ray.report import leaderboard_frame, stop_reason
+from genre_ray._ray_workarounds import holds, unpin
 from genre_ray.trial_runs import TRACKERS
 
 __all__ = ["MAX_TRIAL_FAILURES", "REPORT_EVERY_S", "TRACKERS", "ResourceError", "autoscaling_worker_types",
@@ -301,32 +301,7 @@ def trial_data(data: dict[str, Any]) -> Iterator[Any]:
     try:
         yield ref
     finally:
-        _unpin(ref)
-
-
-def _unpin(ref: Any) -> int:
-    """Remove what Tune's ``with_parameters`` left holding ``ref``; returns the pins removed."""
-    import ray
-    import ray._private.worker as worker
-
-    if not ray.is_initialized():  # Ray went down with the fit: nothing of it is left to free
-        return 0
-    hooks = worker._post_init_hooks
-    hooks[:] = [h for h in hooks if not holds(h, ref)]
-    gc.collect()  # handles in collectable cycles (a Tuner that failed) are not pins
-    core = worker.global_worker.core_worker
-    counts = core.get_all_reference_counts()
-    local = (counts.get(ref.hex().encode()) or counts.get(ref.binary()) or {}).get("local", 0)
-    for _ in range(local - 1):  # one is ``ref`` itself, which frees the object when it goes
-        core.remove_object_ref_reference(ref)
-    log.debug("trial data %s: %d pins removed", ref.hex(), max(local - 1, 0))
-    return max(local - 1, 0)
-
-
-def holds(hook: Any, ref: Any) -> bool:
-    """Whether one of Ray's post-init hooks is the flush of a ``with_parameters`` registry holding ``ref``."""
-    references = getattr(getattr(hook, "__self__", None), "references", None)
-    return isinstance(references, dict) and any(r is ref for r in references.values())
+        unpin(ref)
 
 
 def _trainable(cfg: SearchConfig, data: dict[str, Any], groups: dict[str, Any] | None) -> Any:

@@ -105,9 +105,9 @@ def _ppid(pid: str) -> int:
 
 def ray_worker_pids() -> list[int]:
     """Process ids of this Ray session's worker processes: the children of its raylet."""
-    import ray
+    from genre_ray._ray_workarounds import raylet_socket_name
 
-    socket = ray._private.worker._global_node.raylet_socket_name  # noqa: SLF001 - no public API
+    socket = raylet_socket_name()
     raylets, children = set(), {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
