@@ -40,8 +40,8 @@ EXIT_STATUS = (f"Exit status: {EXIT_OK} done; {EXIT_FAILED} failed; {EXIT_USAGE}
 #: ``genre-ray COMMAND`` -> the module whose ``main(argv)`` runs it.
 COMMANDS: dict[str, str] = {
     "search": "genre_ray.search",
-    "predict": "genre_ray.predict",
-    "tag": "genre_ray.tag",
+    "predict": "genre_ray.serving.predict",
+    "tag": "genre_ray.serving.tag",
     "bench": "genre_ray.bench.__main__",
 }
 SCRIPT = "genre-ray"

@@ -1,7 +1,7 @@
 """Metrics, clip-to-song aggregation and plots. No Ray, no MLflow.
 
 Song level: the class probabilities of a song's clips are combined (mean, vote or max; the
-learned GRU/LSTM aggregator is in :mod:`genre_ray.aggregate`) and the song gets the arg-max. Every metric function takes integer class indices.
+learned GRU/LSTM aggregator is in :mod:`genre_ray.training.aggregate`) and the song gets the arg-max. Every metric function takes integer class indices.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 # scikit-learn is imported where a metric is computed, not here: a saved network unpickles by
-# importing genre_ray.train, which imports this module, and the tagging actors would pay about 2 s
+# importing genre_ray.training, which imports this module, and the tagging actors would pay about 2 s
 # per process for metrics they never compute.
 
 __all__ = ["classification_scores", "confusion_png", "majority_baseline", "per_class_report", "save_figure",

@@ -34,7 +34,7 @@ def main(work: Path) -> dict:
     from ray.cluster_utils import Cluster
 
     from genre_ray.config import load_config
-    from genre_ray.runner import load_collection, run_search
+    from genre_ray.search.runner import load_collection, run_search
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})

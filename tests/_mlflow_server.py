@@ -47,7 +47,7 @@ def searched_store(base: Path) -> tuple[Path, dict[str, Any]]:
     results = base / "mlflow_smoke"
     done = results / "search.json"
     if not done.exists():
-        from genre_ray.runner import run_search
+        from genre_ray.search.runner import run_search
 
         [summary] = run_search(smoke_config(results, f"sqlite:///{results / 'mlflow.db'}"))
         reg = summary["registered"]

@@ -18,7 +18,7 @@ from genre_ray.bench.featurize import BenchResult, bench_settings, report, run_f
 from genre_ray.bench.memory import parse_sizes, run_memory_bench
 from genre_ray.data.collection import folder_manifest
 from genre_ray.data.demo import DemoSpec, ensure_demo_collection
-from genre_ray.pipeline import featurize
+from genre_ray.features.pipeline import featurize
 
 # Small everything, so a test costs seconds; the methods still share every setting.
 TINY = {"clip_seconds": 1.0, "n_fft": 512, "hop_length": 256, "n_mels": 32, "n_mfcc": 13}

@@ -74,7 +74,7 @@ def test_each_fit_is_compared_with_the_bare_runs_on_either_side_of_it() -> None:
 
 
 def test_dataset_bytes_counts_every_fold_and_kind() -> None:
-    from genre_ray.train import TrialData
+    from genre_ray.training.wrappers import TrialData
 
     x = np.zeros((4, 8, 10), np.float32)
     y = np.zeros(4, np.int64)

@@ -22,7 +22,7 @@ def test_the_subcommand_is_registered() -> None:
 
 
 def test_steady_rate_is_measured_in_the_actors_from_the_first_call_to_the_last() -> None:
-    from genre_ray.tag import TagSummary
+    from genre_ray.serving.tag import TagSummary
 
     # 160 rows; the run started at 100.0, the first call at 105.0, the last call ended at 107.0
     s = TagSummary(Path("x"), 160, 0, predicted=160, workers=2, arrivals=[(5.5, 32), (5.6, 128)],
@@ -95,7 +95,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from genre_ray import serving
     from genre_ray.features import FeatureSettings
     from genre_ray.models.cnn1d import CNN1D
-    from genre_ray.train import Standardized
+    from genre_ray.training.wrappers import Standardized
 
     torch.manual_seed(0)
     settings = FeatureSettings(kinds=("logmel",), clip_seconds=1.0, clip_overlap=0.0, n_mels=32)

@@ -84,7 +84,7 @@ def _summary(tmp_path: Path, skipped: int = 0) -> dict[str, Any]:
 
 @pytest.fixture
 def fake_runner(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """``genre_ray.runner`` replaced by one that records the config and returns ``seen["summaries"]``."""
+    """``genre_ray.search.runner`` replaced by one that records the config and returns ``seen["summaries"]``."""
     seen: dict[str, Any] = {"summaries": []}
 
     def run_search(cfg: Any, promote: bool = False, resume: bool = False) -> list[dict[str, Any]]:
@@ -92,10 +92,10 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         print("Tune's progress table")  # what Ray and Tune print must not reach the JSON on stdout
         return seen["summaries"]
 
-    module = types.ModuleType("genre_ray.runner")
+    module = types.ModuleType("genre_ray.search.runner")
     module.SearchFailed = type("SearchFailed", (RuntimeError,), {})  # type: ignore[attr-defined]
     module.run_search = run_search  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "genre_ray.runner", module)
+    monkeypatch.setitem(sys.modules, "genre_ray.search.runner", module)
     return seen
 
 
@@ -128,9 +128,9 @@ def test_a_search_with_skipped_files_exits_3(fake_runner: dict[str, Any], tmp_pa
 
 def test_a_failed_search_exits_1(fake_runner: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     def fail(cfg: Any, promote: bool = False, resume: bool = False) -> list[dict[str, Any]]:
-        raise sys.modules["genre_ray.runner"].SearchFailed("task demo: every trial failed")
+        raise sys.modules["genre_ray.search.runner"].SearchFailed("task demo: every trial failed")
 
-    sys.modules["genre_ray.runner"].run_search = fail  # type: ignore[attr-defined]
+    sys.modules["genre_ray.search.runner"].run_search = fail  # type: ignore[attr-defined]
     assert search_main([SPACE, "-q"]) == cli.EXIT_FAILED == 1
     assert _lines(capsys.readouterr().err) == ["error: task demo: every trial failed"]
 
@@ -254,7 +254,7 @@ class _Hears:
 def test_predict_takes_model_both_ways_and_exits_3_on_a_corrupt_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from genre_ray import serving
-    from genre_ray.predict import main as predict_main
+    from genre_ray.serving.predict import main as predict_main
 
     loaded: list[str] = []
     monkeypatch.setattr(serving, "load", lambda model, uri: loaded.append(model) or _Hears())
@@ -277,7 +277,7 @@ def test_predict_takes_model_both_ways_and_exits_3_on_a_corrupt_file(
 
 def _fake_run_tag(errors: int) -> Any:
     def run_tag(library: str, model: str, out: str, **kwargs: Any) -> tuple[pd.DataFrame, Any]:
-        from genre_ray.tag import TagSummary
+        from genre_ray.serving.tag import TagSummary
 
         print("Ray Data's progress")
         table = pd.DataFrame({"path": ["a.wav", "b.wav"], "genre": ["rock", None],
@@ -292,7 +292,7 @@ def _fake_run_tag(errors: int) -> Any:
 def test_tag_exit_code_and_json_summary(errors: int, code: int, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch,
                                         capfd: pytest.CaptureFixture[str]) -> None:
-    from genre_ray import tag
+    from genre_ray.serving import tag
 
     monkeypatch.setattr(tag, "run_tag", _fake_run_tag(errors))
     assert tag.main([str(tmp_path), "--model", "models:/genre-x@champion", "--out", str(tmp_path / "p.csv"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import re
 import shlex
+import subprocess
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from _procs import child_env
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,8 +217,9 @@ def test_the_head_runs_mlflow_on_localhost_with_a_local_database_and_s3_artifact
     assert re.fullmatch(r"sqlite:///(\$HOME|~|/home/[^/]+)/\S+\.db", db), db
     assert str(opts["--artifacts-destination"]).startswith("s3://")
     assert opts.get("--serve-artifacts") is True and "--default-artifact-root" not in opts
-    # In the background, detached from the launcher's SSH session, with a log file.
-    assert tokens[start - 1] == "nohup" and "&" in tokens[end:]
+    # In the background, detached from the launcher's SSH session, with a log file. As a module:
+    # pip --user puts the `mlflow` script in the package folder's bin, which is not on PATH.
+    assert tokens[start - 3:start] == ["nohup", "python", "-m"] and "&" in tokens[end:]
     assert tokens[end] == ">" and tokens[end + 1].endswith(".log")
     ray_start = shlex.split(commands[head_start].split(";")[-1])
     assert "--dashboard-host=127.0.0.1" in ray_start
@@ -227,7 +230,7 @@ def test_every_node_installs_the_project_with_the_pinned_torch() -> None:
     setup = " && ".join(raw["setup_commands"])
     for name in ("torch", "torchaudio"):
         assert f"{name}=={pins[name]}" in setup
-    assert "pip install -e ~/genre_ray" in setup
+    assert "pip install --user -e ~/genre_ray" in setup
     # The containers carry the Ray and Python of pyproject.toml.
     lowest = re.search(r">=(\d+)\.(\d+)", _pyproject()["requires-python"])
     assert lowest, _pyproject()["requires-python"]
@@ -240,6 +243,54 @@ def test_every_node_installs_the_project_with_the_pinned_torch() -> None:
     for name, image in images.items():
         kind = "gpu" if raw["available_node_types"][name]["resources"].get("GPU", 0) else "cpu"
         assert image == f"rayproject/ray:{pins['ray']}-{python}-{kind}", name
+
+
+def _torch_install() -> tuple[str, str]:
+    """The setup command that installs torch: its guard, and the install run when the guard fails."""
+    [command] = [c for c in _raw()["setup_commands"] if "torch==" in c]
+    guard, sep, install = command.partition(" || ")
+    assert sep and "||" not in install, command
+    return guard, install
+
+
+def test_torch_is_installed_only_when_the_pinned_versions_do_not_import() -> None:
+    """A node's later starts skip the download: the guard passes where the pinned torch imports
+    (this test's own environment), and fails where another version does."""
+    pins = _pins()
+    guard, install = _torch_install()
+    assert shlex.split(install) == ["pip", "install", "--user", f"torch=={pins['torch']}",
+                                    f"torchaudio=={pins['torchaudio']}"]
+    assert pins["torch"] == pins["torchaudio"] and guard.count(f"'{pins['torch']}'") == 1, guard
+    # The venv's own torch (pinned by pyproject.toml) passes; a pin it does not have fails.
+    assert subprocess.run(["bash", "-c", guard], env=child_env(), timeout=120).returncode == 0
+    other = guard.replace(f"'{pins['torch']}'", "'0.0.1'")
+    assert subprocess.run(["bash", "-c", other], env=child_env(), timeout=120).returncode == 1
+
+
+def test_installed_packages_live_on_the_node_s_disk() -> None:
+    """The container is made afresh at every start (docker run --rm); what pip installs must not be.
+
+    Every pip install goes to Python's user site (--user), PYTHONUSERBASE points it at a folder
+    mounted from the node's disk, made by initialization_commands as the node's own user.
+    """
+    raw = _raw()
+    options = [shlex.split(o) for o in raw["docker"]["run_options"]]
+    env = dict(o[1].partition("=")[::2] for o in options if o[0] in ("--env", "-e"))
+    volumes = dict(reversed(o[1].split(":")[:2]) for o in options if o[0] in ("--volume", "-v"))
+    base = env.get("PYTHONUSERBASE")
+    assert base and base in volumes, (env, volumes)
+    home = f"/home/{raw['auth']['ssh_user']}/"
+    host = volumes[base]
+    assert host.startswith(home), host
+    made = [shlex.split(c) for c in raw["initialization_commands"]]
+    assert any(c[:2] == ["mkdir", "-p"] and "~/" + host[len(home):] in c for c in made), made
+    # No node type replaces the run options that hold the volume.
+    for name, t in raw["available_node_types"].items():
+        assert not {"run_options", "worker_run_options"} & set(t.get("docker") or {}), name
+    keys = ("setup_commands", "head_setup_commands", "worker_setup_commands")
+    parts = [part for key in keys for command in raw.get(key) or [] for part in command.split(" || ")]
+    pips = [part for part in parts if "pip install" in part]
+    assert pips and all(shlex.split(c)[:3] == ["pip", "install", "--user"] for c in pips), pips
 
 
 def test_file_mounts_bring_the_repository_without_local_state() -> None:
@@ -266,7 +317,7 @@ def test_gpu_trials_fit_a_node_the_autoscaler_can_start(tmp_path: Path, gpu: flo
     """The search reads the launcher's config on the head (~/ray_bootstrap_config.yaml) to tell a
     trial the autoscaler can place from one that would pend for ever; here with no node up yet."""
     from genre_ray.config import load_config
-    from genre_ray.tuning import ResourceError, check_resources
+    from genre_ray.search.tuning import ResourceError, check_resources
 
     bootstrap = tmp_path / "ray_bootstrap_config.yaml"
     bootstrap.write_text(yaml.safe_dump(_prepared(_raw())), encoding="utf-8")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
 from _procs import child_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ from conftest import write_tone
 from genre_ray.config import ConfigError, load_config
 from genre_ray.data.audio import AudioError, audio_length, decode, decode_clips
 from genre_ray.data.collection import SKIPPED_COLUMNS, decode_report, folder_manifest
-from genre_ray.pipeline import content_hashes
-from genre_ray.runner import _data_report, _drop_copies, load_collection
+from genre_ray.features.pipeline import content_hashes
+from genre_ray.search.runner import _data_report, _drop_copies, load_collection
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "cnn.yaml"
 SR = 22050

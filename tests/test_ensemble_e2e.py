@@ -32,8 +32,8 @@ SPACE = {
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> dict[str, Any]:
-    from genre_ray.runner import run_search
     from genre_ray.search import selection
+    from genre_ray.search.runner import run_search
 
     real = selection.greedy_ensemble
 
@@ -81,8 +81,8 @@ def test_the_ensemble_is_refitted_registered_and_reported_beside_the_best_trial(
 @pytest.mark.slow
 def test_predict_and_the_pyfunc_serve_the_registered_ensemble(searched: dict[str, Any], capsys: Any) -> None:
     from genre_ray import serving
-    from genre_ray.classifier import EnsembleClassifier
-    from genre_ray.predict import main as predict
+    from genre_ray.serving.classifier import EnsembleClassifier
+    from genre_ray.serving.predict import main as predict
 
     s = searched["summary"]
     songs = sorted((searched["results"] / "demo").rglob("*.wav"))[:4]
@@ -116,7 +116,7 @@ def test_suspect_labels_are_written_for_every_out_of_fold_song(searched: dict[st
 @pytest.mark.slow
 def test_tag_serves_the_registered_ensemble(searched: dict[str, Any], tmp_path: Path) -> None:
     from genre_ray import serving
-    from genre_ray.tag import run_tag
+    from genre_ray.serving.tag import run_tag
 
     library = tmp_path / "library"
     library.mkdir()

@@ -13,9 +13,8 @@ import pytest
 import soundfile as sf
 from conftest import write_tone
 
-from genre_ray import pipeline
 from genre_ray.data.collection import folder_manifest
-from genre_ray.features import FeatureSettings
+from genre_ray.features import FeatureSettings, pipeline
 
 SETTINGS = FeatureSettings(kinds=("logmel",), clip_seconds=1.0, clip_overlap=0.0, n_mels=32)
 

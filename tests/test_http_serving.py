@@ -11,7 +11,6 @@ port is closed again.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -26,8 +25,8 @@ import mlflow
 import numpy as np
 import pytest
 import soundfile as sf
-from _procs import child_env
 from _mlflow_server import MlflowServer
+from _procs import child_env
 from test_serving import CLASSES, _trained, tone
 
 TASK = "http"

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from _procs import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +58,7 @@ def _library(root: Path, n: int = 4) -> dict[Path, bytes]:
 TAGGER = textwrap.dedent("""
     import sys
     import pandas as pd
-    from genre_ray.tagwrite import apply_plan, plan_tags
+    from genre_ray.serving.tagwrite import apply_plan, plan_tags
     paths, undo_dir = sys.argv[2:], sys.argv[1]
     predictions = pd.DataFrame({"path": paths, "genre": ["jazz"] * len(paths), "confidence": [0.9] * len(paths)})
     apply_plan(plan_tags(predictions, 0.5), undo_dir)
@@ -70,7 +69,7 @@ TAGGER = textwrap.dedent("""
 def test_tagging_killed_mid_file_leaves_every_file_original_or_tagged_and_undo_restores_them(
         tmp_path: Path, point: str) -> None:
     from genre_ray.data.tags import read_tags
-    from genre_ray.tagwrite import undo
+    from genre_ray.serving.tagwrite import undo
 
     files = _library(tmp_path / "music")
     undo_dir = tmp_path / "undo"
@@ -117,7 +116,7 @@ FEATURIZE = textwrap.dedent("""
     import pandas as pd
     import ray
     from genre_ray.features import FeatureSettings
-    from genre_ray.pipeline import featurize
+    from genre_ray.features.pipeline import featurize
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     paths = sys.argv[2:]
     settings = FeatureSettings(kinds=("logmel",), sample_rate=8000, clip_seconds=1.0, clip_overlap=0.0,
@@ -152,7 +151,7 @@ PARTS = textwrap.dedent("""
     import sys
     from pathlib import Path
     import pyarrow as pa
-    from genre_ray.tag import PartStore, _schema
+    from genre_ray.serving.tag import PartStore, _schema
     store = PartStore(Path(sys.argv[1]), "models:/m/1", "sha-1", ["a", "b"])
     for i in range(2):  # a part of one row each; the second is killed before it is named
         row = {"path": f"/music/{i}.wav", "size": 1, "mtime_ns": 1, "genre": "a", "confidence": 0.9, "error": None,
@@ -162,7 +161,7 @@ PARTS = textwrap.dedent("""
 
 
 def test_tag_killed_while_writing_a_part_keeps_only_the_whole_parts(tmp_path: Path) -> None:
-    from genre_ray.tag import PartStore
+    from genre_ray.serving.tag import PartStore
 
     out = tmp_path / "predictions.csv"
     _kill_at([sys.executable, "-c", PARTS, str(out)], "tag.part_before_replace", tmp_path, skip=1)

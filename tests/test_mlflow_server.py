@@ -107,7 +107,7 @@ def test_rest_api_shows_experiment_runs_and_champion(store: tuple[Path, dict[str
 def test_search_tracks_to_a_remote_server(store: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     import mlflow
 
-    from genre_ray.runner import run_search
+    from genre_ray.search.runner import run_search
 
     results, _ = store  # its demo collection and feature cache are reused
     before = mlflow.get_tracking_uri()

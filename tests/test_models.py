@@ -7,7 +7,6 @@ import torch
 
 from genre_ray.models import REGISTRY, UnknownModelError, build_model, model_class
 
-
 #: Models that read one fixed input shape (the pretrained networks' log-mel patch)
 FIXED_SHAPE = {"pretrained": (96, 187)}
 
@@ -80,9 +79,9 @@ def test_conv_models_pool_by_strided_max() -> None:
 
 
 def test_a_model_saved_with_torch_pools_gets_the_strided_ones(tmp_path) -> None:
-    from genre_ray.classifier import SongClassifier
     from genre_ray.features import FeatureSettings
     from genre_ray.models._blocks import MaxPool2d
+    from genre_ray.serving.classifier import SongClassifier
 
     torch.manual_seed(0)
     model = build_model("cnn2d", 3, (64, 130)).eval()

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genre_ray import pipeline
-from genre_ray.data.collection import folder_manifest
-from genre_ray.features import FeatureSettings, compute_features
 from genre_ray.data.audio import cut_clips, decode
+from genre_ray.data.collection import folder_manifest
+from genre_ray.features import FeatureSettings, compute_features, pipeline
 
 SETTINGS = FeatureSettings(kinds=("logmel", "mfcc"), clip_seconds=1.0, clip_overlap=0.5, n_mels=32)
 
@@ -50,7 +49,7 @@ def test_second_run_reads_the_cache_without_featurizing(collection: Path, tmp_pa
         raise AssertionError("featurized again")
 
     monkeypatch.setattr(pipeline, "_compute", no_compute)
-    caplog.set_level("INFO", logger="genre_ray.pipeline")
+    caplog.set_level("INFO", logger="genre_ray.features.pipeline")
     again = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache")
     assert again.cache_hit and again.cache_path == first.cache_path
     assert f"feature cache hit (logmel): {first.cache_path}" in caplog.text

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from genre_ray.config import SMOKE_OVERRIDES, load_config
-from genre_ray.predict import find_audio, main
+from genre_ray.serving.predict import find_audio, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory, tiny_demo: Path, ray_session: object) -> dict:
     """A smoke search on the tiny demo collection, registered as genre-demo."""
-    from genre_ray.runner import run_search
+    from genre_ray.search.runner import run_search
 
     results = tmp_path_factory.mktemp("predict")
     uri = f"sqlite:///{results / 'mlflow.db'}"
@@ -116,7 +116,7 @@ def test_the_registered_version_carries_what_it_was_trained_on(registered: dict)
 
 @pytest.mark.slow
 def test_a_second_search_on_the_same_split_applies_the_champion_policy(registered: dict) -> None:
-    from genre_ray.runner import run_search
+    from genre_ray.search.runner import run_search
 
     overrides = {**registered["cfg_overrides"], "name": "again", "train.lr": 1e-7}  # learns nothing
     [second] = run_search(load_config(ROOT / "search_spaces" / "cnn.yaml", overrides))

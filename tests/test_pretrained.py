@@ -188,8 +188,8 @@ def test_shipped_weights_equal_a_fresh_conversion_of_the_wheel(tmp_path: Path) -
 
 def test_pretrained_kind_through_the_pipeline(tmp_path: Path, ray_session: object) -> None:
     """Short, silent and NaN files get the same handling as for every kind: a reason, nothing else lost."""
-    from genre_ray import pipeline
     from genre_ray.data.collection import folder_manifest
+    from genre_ray.features import pipeline
 
     root = tmp_path / "songs"
     write_tone(root / "a" / "tone.wav", seconds=7.0)

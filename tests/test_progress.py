@@ -19,10 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from genre_ray import pipeline, tag, tuning
 from genre_ray.config import SMOKE_OVERRIDES, load_config
 from genre_ray.data.collection import folder_manifest
-from genre_ray.features import FeatureSettings
+from genre_ray.features import FeatureSettings, pipeline
+from genre_ray.search import tuning
+from genre_ray.serving import tag
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "cnn.yaml"
 SETTINGS = FeatureSettings(kinds=("logmel",), clip_seconds=1.0, clip_overlap=0.0, n_mels=16)
@@ -44,7 +45,7 @@ def _lines(caplog: pytest.LogCaptureFixture, name: str, what: str) -> list[str]:
 
 def test_on_a_terminal_the_bar_shows_the_count_the_rate_and_the_time_left(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="genre_ray.pipeline")
+    caplog.set_level(logging.INFO, logger="genre_ray.features.pipeline")
     screen = Terminal()
     with pipeline.Progress("featurizing", 6, stream=screen) as progress:
         for done in (2, 4, 6):
@@ -53,20 +54,20 @@ def test_on_a_terminal_the_bar_shows_the_count_the_rate_and_the_time_left(
     shown = screen.getvalue()
     assert re.search(r"featurizing: +\d+%.*\| 4/6 \[00:\d\d<00:\d\d, +[\d.]+ files/s\]", shown), shown
     assert "6/6" in shown.rsplit("\r", 1)[-1]  # the bar ends complete
-    assert not _lines(caplog, "genre_ray.pipeline", "featurizing")  # a bar, not log lines as well
+    assert not _lines(caplog, "genre_ray.features.pipeline", "featurizing")  # a bar, not log lines as well
 
 
 def test_without_a_terminal_the_writes_of_a_pass_become_log_lines_with_counts_and_time_left(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """The featurizing watcher counts the Parquet files the write puts in its folder (one per task)."""
-    caplog.set_level(logging.INFO, logger="genre_ray.pipeline")
+    caplog.set_level(logging.INFO, logger="genre_ray.features.pipeline")
     monkeypatch.setattr(pipeline, "PROGRESS_EVERY_S", 0.05)
     store, folder = pipeline._Store(tmp_path), str(tmp_path / "run")
     table = pa.table({"x": [1]})
 
     def seen(count: str) -> None:
         deadline = time.monotonic() + 10
-        while not any(f" {count} files" in m for m in _lines(caplog, "genre_ray.pipeline", "featurizing")):
+        while not any(f" {count} files" in m for m in _lines(caplog, "genre_ray.features.pipeline", "featurizing")):
             assert time.monotonic() < deadline, caplog.text
             time.sleep(0.02)
 
@@ -78,7 +79,7 @@ def test_without_a_terminal_the_writes_of_a_pass_become_log_lines_with_counts_an
         seen("4/12")
         pq.write_table(table, Path(folder) / "b.parquet")
         seen("8/12")
-    lines = _lines(caplog, "genre_ray.pipeline", "featurizing")
+    lines = _lines(caplog, "genre_ray.features.pipeline", "featurizing")
     eta = r"featurizing: 8/12 files \(67%\), [\d.]+ files/s, about [\d.]+ (s|min \d\d s) left"
     assert any(re.fullmatch(eta, m) for m in lines), lines
     assert re.fullmatch(r"featurizing: 12/12 files \(100%\), [\d.]+ files/s in [\d.]+ s", lines[-1]), lines
@@ -87,11 +88,11 @@ def test_without_a_terminal_the_writes_of_a_pass_become_log_lines_with_counts_an
 
 def test_a_failed_pass_ends_its_progress_without_a_done_line(tmp_path: Path,
                                                              caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="genre_ray.pipeline")
+    caplog.set_level(logging.INFO, logger="genre_ray.features.pipeline")
     store = pipeline._Store(tmp_path)
     with pytest.raises(RuntimeError), pipeline._write_progress(store, str(tmp_path), 5, 1):
         raise RuntimeError("write failed")
-    assert not any(" in " in m for m in _lines(caplog, "genre_ray.pipeline", "featurizing"))
+    assert not any(" in " in m for m in _lines(caplog, "genre_ray.features.pipeline", "featurizing"))
     assert not [t for t in threading.enumerate() if t.name == "featurize-progress"]
 
 
@@ -191,9 +192,9 @@ def test_featurizing_logs_counts_of_files_and_quiet_logs_none(
     monkeypatch.setattr(pipeline, "PROGRESS_EVERY_S", 0.2)
     pipeline.ray_data_progress_off()
     manifest, _ = folder_manifest(collection)
-    caplog.set_level(logging.INFO, logger="genre_ray.pipeline")
+    caplog.set_level(logging.INFO, logger="genre_ray.features.pipeline")
     pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=2)
-    lines = _lines(caplog, "genre_ray.pipeline", "featurizing:")
+    lines = _lines(caplog, "genre_ray.features.pipeline", "featurizing:")
     counts = [int(LINE.match(m).group(1)) for m in lines]  # type: ignore[union-attr]
     assert len(lines) >= 2 and counts == sorted(counts), lines  # a line every 0.2 s while Ray Data works
     assert re.fullmatch(r"featurizing: 18/18 files \(100%\), [\d.]+ files/s in [\d.]+ s", lines[-1]), lines
@@ -201,9 +202,9 @@ def test_featurizing_logs_counts_of_files_and_quiet_logs_none(
     assert "Progress bars disabled" not in err and "Starting execution of Dataset" not in err, err[-2000:]
 
     caplog.clear()
-    caplog.set_level(logging.WARNING, logger="genre_ray.pipeline")  # what -q sets
+    caplog.set_level(logging.WARNING, logger="genre_ray.features.pipeline")  # what -q sets
     out = pipeline.featurize(manifest, replace(SETTINGS, n_mels=24), tmp_path / "cache", batch_files=2)
-    assert not out.cache_hit and not _lines(caplog, "genre_ray.pipeline", "featurizing")
+    assert not out.cache_hit and not _lines(caplog, "genre_ray.features.pipeline", "featurizing")
     assert "featurizing" not in capfd.readouterr().err
 
 

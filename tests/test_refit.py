@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from genre_ray.train import ClassicalModel, Standardized, TrialData, refit, trial_spec
+from genre_ray.training.loop import refit, trial_spec
+from genre_ray.training.wrappers import ClassicalModel, Standardized, TrialData
 
 
 def _data(n: int = 48, classes: int = 3, shape: tuple[int, ...] = (8, 10), seed: int = 0) -> TrialData:
@@ -65,14 +66,14 @@ def test_refit_with_a_class_missing_outside_the_test_split_says_so_in_one_line_a
     import pandas as pd
 
     from genre_ray.config import parse_config
-    from genre_ray.runner import _refit
+    from genre_ray.search.runner import _refit
 
     data = _data(shape=(12,), classes=2)  # the non-test songs hold classes 0 and 1 only
     data.classes = ["blues", "jazz", "rock"]  # rock's only songs are in the test split
     best = SimpleNamespace(config={"model.name": "logreg", "model.C": 1.0, "features.kind": "stats",
                                    "train.aggregation": "mean", "train.imbalance": "none"})
     arrays = {"refit": lambda kind: data, "classes": data.classes, "dev_songs": 24}
-    with caplog.at_level(logging.WARNING, logger="genre_ray.runner"):
+    with caplog.at_level(logging.WARNING, logger="genre_ray.search.runner"):
         assert _refit(parse_config({}, "x.yaml"), best, pd.DataFrame(), arrays, tracker=None) is None
     [line] = [r.getMessage() for r in caplog.records if "search.refit" in r.getMessage()]
     assert "rock has no song outside the test split" in line and "\n" not in line

@@ -15,11 +15,10 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
+from _spaces import tiny_space
 
 from genre_ray.config import load_config
 from genre_ray.tracking import Tracker, TrackingError
-
-from _spaces import tiny_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +35,7 @@ def _node(cpu: float, gpu: float = 0.0, alive: bool = True, host: str = "10.0.0.
 
 
 def test_a_gpu_trial_on_a_cpu_only_cluster_fails_with_the_request_and_what_there_is(tmp_path: Path) -> None:
-    from genre_ray.tuning import ResourceError, check_resources
+    from genre_ray.search.tuning import ResourceError, check_resources
 
     cfg = _cfg(tmp_path, **{"resources.gpu": 1})
     with pytest.raises(ResourceError) as err:
@@ -46,7 +45,7 @@ def test_a_gpu_trial_on_a_cpu_only_cluster_fails_with_the_request_and_what_there
 
 
 def test_too_many_cpus_per_trial_fail_but_a_fitting_node_or_autoscaler_type_passes(tmp_path: Path) -> None:
-    from genre_ray.tuning import ResourceError, autoscaling_worker_types, check_resources
+    from genre_ray.search.tuning import ResourceError, autoscaling_worker_types, check_resources
 
     cfg = _cfg(tmp_path, **{"resources.cpu": 4})
     with pytest.raises(ResourceError, match="Lower resources.cpu"):
@@ -82,7 +81,7 @@ def test_impossible_gpu_request_fails_fast_from_the_command_line(tmp_path: Path)
 
 # ---------------------------------------------------------------------------- shared storage
 def test_node_local_storage_is_refused_on_a_multi_host_cluster(tmp_path: Path) -> None:
-    from genre_ray.runner import SearchFailed, _check_shared_storage
+    from genre_ray.search.runner import SearchFailed, _check_shared_storage
 
     cfg = _cfg(tmp_path)
     _check_shared_storage(cfg, tmp_path, hosts=1)  # one machine: its disk is shared by its nodes

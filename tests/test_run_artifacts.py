@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from _mlflow_server import searched_store
 
-from genre_ray.report import best_so_far, best_so_far_png, param_importances, write_param_importances
+from genre_ray.search.report import best_so_far, best_so_far_png, param_importances, write_param_importances
 
 
 def _flat_board(n: int = 24, seed: int = 0) -> pd.DataFrame:

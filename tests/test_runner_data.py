@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from genre_ray.config import parse_config
-from genre_ray.pipeline import FeatureTable
-from genre_ray.runner import _split_arrays
+from genre_ray.features.pipeline import FeatureTable
+from genre_ray.search.runner import _split_arrays
 
 
 def test_trials_never_receive_test_songs() -> None:

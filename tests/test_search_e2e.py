@@ -29,7 +29,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> dict:
-    from genre_ray.runner import run_search
+    from genre_ray.search.runner import run_search
 
     results = tmp_path_factory.mktemp("results")
     space = results / "tiny.yaml"

@@ -79,8 +79,8 @@ class Fixed(torch.nn.Module):
 
 
 def _classifiers():
-    from genre_ray.classifier import SongClassifier
     from genre_ray.features import FeatureSettings
+    from genre_ray.serving.classifier import SongClassifier
 
     classes = ["blues", "jazz", "rock"]
     a = SongClassifier(Fixed([0.6, 0.4, 0.0]), classes, "stats",
@@ -93,7 +93,7 @@ def _classifiers():
 def test_the_served_ensemble_mixes_members_with_their_own_features_and_survives_save_and_load(tmp_path) -> None:
     import soundfile as sf
 
-    from genre_ray.classifier import EnsembleClassifier, SongClassifier
+    from genre_ray.serving.classifier import EnsembleClassifier, SongClassifier
 
     a, b, classes = _classifiers()
     ens = EnsembleClassifier([a, b], [3.0, 1.0], {"task": "t"})
@@ -116,7 +116,7 @@ def test_the_served_ensemble_mixes_members_with_their_own_features_and_survives_
 
 
 def test_an_ensemble_refuses_members_that_disagree(tmp_path) -> None:
-    from genre_ray.classifier import EnsembleClassifier
+    from genre_ray.serving.classifier import EnsembleClassifier
 
     a, b, _ = _classifiers()
     b.classes = ["x", "y", "z"]

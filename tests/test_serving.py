@@ -20,19 +20,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from genre_ray import classifier as classifier_module
 from genre_ray import serving
+from genre_ray.config.spaces import TrialPlan
 from genre_ray.features import FeatureSettings, compute_features
 from genre_ray.serving import ServingError, SongClassifier
-from genre_ray.spaces import TrialPlan
-from genre_ray.train import (
-    ClassicalModel,
-    TrialData,
-    _train_aggregator,
-    _train_epoch,
-    build,
-    song_probabilities,
-)
+from genre_ray.serving import classifier as classifier_module
+from genre_ray.training.inference import song_probabilities
+from genre_ray.training.loop import _train_aggregator, _train_epoch, build
+from genre_ray.training.wrappers import ClassicalModel, TrialData
 
 SETTINGS = FeatureSettings(kinds=("logmel",), sample_rate=16000, clip_seconds=1.0, clip_overlap=0.0,
                            n_fft=512, hop_length=256, n_mels=16)
@@ -189,7 +184,7 @@ def test_the_model_carries_signature_input_example_and_settings(model_dir: Path)
     assert len(out) == 1 and out["genre"].iloc[0] in CLASSES
     reqs = (model_dir / "requirements.txt").read_text()
     assert "torch==" in reqs and "mlflow==" in reqs and "ray" not in reqs
-    assert (model_dir / "code" / "genre_ray" / "serving.py").is_file()
+    assert (model_dir / "code" / "genre_ray" / "serving" / "classifier.py").is_file()
 
 
 def test_loads_and_predicts_without_ray_or_an_installed_genre_ray(

@@ -27,7 +27,7 @@ def test_smoke_flag_sets_the_overrides() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
 def test_search_space_runs_in_smoke_mode(space: Path, results: Path, ray_session: object) -> None:
-    from genre_ray.runner import run_search
+    from genre_ray.search.runner import run_search
 
     cfg = load_config(space, {**SMOKE_OVERRIDES, "output.results_dir": str(results),
                               "tracking.uri": f"sqlite:///{results / 'mlflow.db'}"})

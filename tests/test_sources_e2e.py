@@ -50,7 +50,7 @@ def _space(tmp_path: Path, doc: dict) -> Path:
 
 def _search(tmp_path: Path, doc: dict) -> dict:
     """Run a one-task search of ``doc`` with results and MLflow under ``tmp_path``."""
-    from genre_ray.runner import run_search
+    from genre_ray.search.runner import run_search
 
     cfg = load_config(_space(tmp_path, doc), {"output.results_dir": str(tmp_path / "results"),
                                               "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -122,7 +122,7 @@ def test_search_on_a_spectrogram_image_folder(tmp_path: Path, ray_session: objec
 @pytest.mark.skipif(not (SHARED_DATA / "spectrogram_images_dev").exists(), reason="../shared/data absent")
 def test_real_spectrogram_images_load(ray_session: object) -> None:
     from genre_ray.data.tables import image_manifest
-    from genre_ray.pipeline import content_hashes, featurize_images
+    from genre_ray.features.pipeline import content_hashes, featurize_images
 
     manifest, _ = image_manifest(SHARED_DATA / "spectrogram_images_dev")
     manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
@@ -155,7 +155,7 @@ def test_csv_manifest_with_artists_gives_an_artist_split(tiny_demo: Path, tmp_pa
 def test_real_stereo_mp3s_featurize(tmp_path: Path, ray_session: object) -> None:
     from genre_ray.data.manifests import csv_manifest
     from genre_ray.features import FeatureSettings
-    from genre_ray.pipeline import featurize
+    from genre_ray.features.pipeline import featurize
 
     mp3s = sorted((SHARED_DATA / "mp3_dev").glob("*.mp3"))
     csv = tmp_path / "mp3.csv"

@@ -7,7 +7,7 @@ import pickle
 import optuna
 
 from genre_ray.config import parse_config
-from genre_ray.spaces import define_by_run, resolve
+from genre_ray.config.spaces import define_by_run, resolve
 
 
 def test_define_by_run_suggests_what_the_yaml_says() -> None:

@@ -103,7 +103,7 @@ def test_split_folds_auto_cross_validates_small_collections_only() -> None:
 def test_a_small_collection_is_split_into_folds_by_default() -> None:
     from genre_ray.config import parse_config
     from genre_ray.data.tasks import TaskSpec
-    from genre_ray.runner import split_songs
+    from genre_ray.search.runner import split_songs
 
     songs = pd.DataFrame({"song_id": [f"s{i}" for i in range(60)], "label": [f"g{i % 4}" for i in range(60)],
                           "artist": [None] * 60, "path": [f"/m/{i}.wav" for i in range(60)]})

@@ -3,7 +3,7 @@
 Tune deletes a beaten checkpoint as soon as a better one arrives but writes its experiment snapshot
 only every few seconds; a driver killed in between leaves trials that name a deleted checkpoint.
 These tests build that state with Tune's own ``Trial`` (no Ray cluster needed) and check that
-:func:`genre_ray.trial_runs.repair_checkpoints` points each trial at the newest complete checkpoint.
+:func:`genre_ray.search.trial_runs.repair_checkpoints` points each trial at the newest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ray.train._internal.storage import StorageContext  # noqa: E402
 from ray.tune.execution.placement_groups import PlacementGroupFactory  # noqa: E402
 from ray.tune.experiment import Trial  # noqa: E402
 
-from genre_ray.trial_runs import StaleCheckpoints, repair_checkpoints  # noqa: E402
+from genre_ray.search.trial_runs import StaleCheckpoints, repair_checkpoints  # noqa: E402
 
 
 def _trial(tmp_path: Path) -> Trial:

@@ -14,11 +14,11 @@ import pyarrow.fs as pafs
 import pytest
 from conftest import write_tone
 
-from genre_ray import pipeline, storage
+from genre_ray import storage
 from genre_ray.data.audio import AudioError, decode
 from genre_ray.data.collection import CollectionError, folder_manifest
 from genre_ray.data.manifests import csv_manifest
-from genre_ray.features import FeatureSettings
+from genre_ray.features import FeatureSettings, pipeline
 
 MOUNTS = r"""
 /dev/vda1 / ext4 rw,relatime 0 0
@@ -213,7 +213,7 @@ def test_feature_cache_on_s3_is_computed_once_then_read(
         raise AssertionError("featurized again")
 
     monkeypatch.setattr(pipeline, "_compute", no_compute)
-    caplog.set_level("INFO", logger="genre_ray.pipeline")
+    caplog.set_level("INFO", logger="genre_ray.features.pipeline")
     again = pipeline.featurize(manifest, SETTINGS, cache)
     assert again.cache_hit and again.cache_path == first.cache_path
     assert f"feature cache hit (logmel): s3://{bucket.name}/cache/" in caplog.text
@@ -318,11 +318,10 @@ def test_a_whole_search_with_audio_cache_and_tune_storage_in_s3(bucket: Bucket, 
                                                                  ray_session: object) -> None:
     """The cluster layout: nothing the trials or Ray Data tasks touch is on a node's own disk."""
     import yaml
+    from _spaces import tiny_space
 
     from genre_ray.config import load_config
-    from genre_ray.runner import run_search
-
-    from _spaces import tiny_space
+    from genre_ray.search.runner import run_search
 
     space = tmp_path / "s3.yaml"
     doc = tiny_space("s3-search", "s3", "unused", epochs=2, num_samples=2)

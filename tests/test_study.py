@@ -8,8 +8,14 @@ import optuna
 import pytest
 
 from genre_ray.config import parse_config
-from genre_ray.spaces import define_by_run
-from genre_ray.tuning import StudyJournalError, check_study, make_sampler, startup_trials, study_storage
+from genre_ray.config.spaces import define_by_run
+from genre_ray.search.tuning import (
+    StudyJournalError,
+    check_study,
+    make_sampler,
+    startup_trials,
+    study_storage,
+)
 
 SPACE = {"model": {"name": "cnn2d", "params": {"depth": {"int": [1, 3]}}},
          "train": {"lr": {"loguniform": [1.0e-4, 1.0e-2]}}}

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pytest
 import soundfile as sf
 
-from genre_ray import tag
 from genre_ray.config import SMOKE_OVERRIDES, load_config
-from genre_ray.tag import KEY_COLUMNS, PartStore, TagError, list_library, run_tag
+from genre_ray.serving import tag
+from genre_ray.serving.tag import KEY_COLUMNS, PartStore, TagError, list_library, run_tag
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "cnn1d.yaml"
 URI = "models:/genre-demo@champion"
@@ -63,10 +63,10 @@ def test_a_file_is_done_only_while_its_size_and_mtime_match(tmp_path: Path) -> N
 def test_an_actor_predicts_from_a_model_folder_without_importing_mlflow(tmp_path: Path) -> None:
     import torch
 
-    from genre_ray.classifier import SongClassifier
     from genre_ray.features import FeatureSettings
     from genre_ray.models.cnn1d import CNN1D
-    from genre_ray.train import Standardized
+    from genre_ray.serving.classifier import SongClassifier
+    from genre_ray.training.wrappers import Standardized
 
     torch.manual_seed(0)
     settings = FeatureSettings(kinds=("logmel",), clip_seconds=1.0, clip_overlap=0.0, n_mels=16)
@@ -78,7 +78,7 @@ def test_an_actor_predicts_from_a_model_folder_without_importing_mlflow(tmp_path
     sf.write(song, np.sin(np.arange(44100) / 7).astype(np.float32) * 0.3, 22050)
     script = f"""
 import sys, pandas as pd
-from genre_ray.tag import Predictor
+from genre_ray.serving.tag import Predictor
 rows = pd.DataFrame({{"path": [{str(song)!r}], "size": [1], "mtime_ns": [2]}})
 table = Predictor({str(folder)!r})(rows)
 print(table.num_rows, table.column("genre")[0], "mlflow" in sys.modules, "ray" in sys.modules)
@@ -94,7 +94,7 @@ print(table.num_rows, table.column("genre")[0], "mlflow" in sys.modules, "ray" i
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory, ray_session: Any) -> str:
     """A smoke search registers genre-demo@champion; returns the tracking URI of its store."""
-    from genre_ray.runner import run_search
+    from genre_ray.search.runner import run_search
 
     results = tmp_path_factory.mktemp("tag-smoke")
     uri = f"sqlite:///{results / 'mlflow.db'}"

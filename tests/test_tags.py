@@ -252,7 +252,7 @@ def test_search_reads_a_tagged_library_through_the_yaml(library: Path, tmp_path:
     import yaml
 
     from genre_ray.config import load_config
-    from genre_ray.runner import _collection
+    from genre_ray.search.runner import _collection
 
     mapping = Path(__file__).resolve().parents[1] / "search_spaces" / "mappings" / "gtzan10.yaml"
     space = tmp_path / "space.yaml"

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from genre_ray import tagwrite
 from genre_ray.data.tags import read_tags
-from genre_ray.tagwrite import TagWriteError, UndoLog, apply_plan, plan_tags, undo, write_genre
+from genre_ray.serving import tagwrite
+from genre_ray.serving.tagwrite import TagWriteError, UndoLog, apply_plan, plan_tags, undo, write_genre
 
 SR = 22050
 # name -> (soundfile format, subtype); MP3 only where this libsndfile can write it

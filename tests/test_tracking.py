@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from genre_ray import serving
+from genre_ray.config.spaces import TrialPlan
 from genre_ray.features import FeatureSettings
 from genre_ray.serving import SongClassifier
-from genre_ray.spaces import TrialPlan
-from genre_ray.tracking import CHALLENGER, CHAMPION, Tracker, TrackingError, default_tracking_uri
-from genre_ray.train import TrialData, build
+from genre_ray.tracking import CHALLENGER, CHAMPION, Tracker, TrackingError, default_tracking_uri, pyfunc
+from genre_ray.training.loop import build
+from genre_ray.training.wrappers import TrialData
 
 SETTINGS = FeatureSettings(kinds=("logmel",), sample_rate=8000, clip_seconds=0.5, clip_overlap=0.0, n_fft=256,
                            hop_length=128, n_mels=8)
@@ -112,7 +113,7 @@ def test_a_failed_registration_does_not_stop_the_search(tracker: Tracker, monkey
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(serving, "log_model", broken)
+    monkeypatch.setattr(pyfunc, "log_model", broken)
     tracker.start_parent("s1", {}, {})
     assert tracker.register_model(tiny_classifier(), "genre-unit", 0.5, "split-a", {}) is None
     assert not tracker.ok and "disk full" in caplog.text

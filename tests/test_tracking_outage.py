@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _mlflow_server import ROOT, SPACE, MlflowServer
 from _procs import child_env
 

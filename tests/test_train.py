@@ -15,25 +15,18 @@ import numpy as np
 import pytest
 import torch
 
-from genre_ray.spaces import TrialPlan
-from genre_ray.train import (
+from genre_ray.config.spaces import TrialPlan
+from genre_ray.training.device import (
     AmpPolicy,
-    BareReporter,
     Precision,
-    Standardized,
-    TrialData,
-    _batch,
-    _train_epoch,
     amp_policy,
-    build,
-    predict_probs,
-    run_trial,
     select_device,
     set_threads,
     threads_for,
-    trial_spec,
-    validation_metrics,
 )
+from genre_ray.training.inference import predict_probs, validation_metrics
+from genre_ray.training.loop import BareReporter, _batch, _train_epoch, build, run_trial, trial_spec
+from genre_ray.training.wrappers import Standardized, TrialData
 
 
 def _plan(params: dict, model: str = "cnn2d", kind: str = "logmel", **train: object) -> TrialPlan:
@@ -72,7 +65,7 @@ def test_thread_count_follows_the_cpu_share() -> None:
 
 def test_interop_threads_are_set_once_per_process() -> None:
     """A fresh process (a new trial actor) gets both pools sized; a second trial in it does not fail."""
-    code = ("import torch; from genre_ray.train import set_threads; set_threads(1); x = torch.ones(64, 64); "
+    code = ("import torch; from genre_ray.training.device import set_threads; set_threads(1); x = torch.ones(64, 64); "
             "x @ x; set_threads(2); print(torch.get_num_threads(), torch.get_num_interop_threads())")
     env = {**os.environ, "OMP_NUM_THREADS": "3"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
@@ -139,7 +132,7 @@ def test_gpu_epoch_with_amp() -> None:
 
 
 def test_imbalance_class_weights_and_balanced_sampling() -> None:
-    from genre_ray.train import _class_weights
+    from genre_ray.training.loop import _class_weights
 
     y = torch.tensor([0] * 8 + [1] * 2)
     w = _class_weights(y, 3)

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from genre_ray.augment import Augment
+from genre_ray.config.spaces import TrialPlan
 from genre_ray.evaluate import song_level
-from genre_ray.spaces import TrialPlan
-from genre_ray.train import TrialData, _scheduler, _train_epoch, build, song_probabilities, validation_metrics
+from genre_ray.training.augment import Augment
+from genre_ray.training.inference import song_probabilities, validation_metrics
+from genre_ray.training.loop import _scheduler, _train_epoch, build
+from genre_ray.training.wrappers import TrialData
 
 CPU = torch.device("cpu")
 
@@ -112,7 +114,7 @@ def test_label_smoothing_changes_the_loss() -> None:
 
 
 def test_learned_gru_aggregator_trains_and_is_used() -> None:
-    from genre_ray.train import _train_aggregator
+    from genre_ray.training.loop import _train_aggregator
 
     torch.manual_seed(0)
     data = _data(n_songs=18, clips=5)
@@ -160,7 +162,7 @@ SPEC = {"cpu": 1, "gpu": 0, "seed": 0, "max_epochs": 30, "metric": "val_song_acc
 
 
 def test_patience_ends_a_trial_that_stops_improving(reports: _Reports) -> None:
-    from genre_ray.train import train_trial
+    from genre_ray.training.trainable import train_trial
 
     data = _data()
     config = {"model.name": "mlp", "features.kind": "logmel", "model.layers": 1, "model.hidden": 16,
@@ -174,7 +176,7 @@ def test_patience_ends_a_trial_that_stops_improving(reports: _Reports) -> None:
 
 
 def test_classical_trial_reports_once_with_song_metrics(reports: _Reports) -> None:
-    from genre_ray.train import train_trial
+    from genre_ray.training.trainable import train_trial
 
     data = _data(shape=(40,))
     config = {"model.name": "svm", "features.kind": "stats", "model.C": 1.0, "model.gamma": 0.0,

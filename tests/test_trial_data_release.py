@@ -33,7 +33,7 @@ def _store_mb() -> float:
 
 
 def test_each_fit_frees_its_trial_data(ray_session: Any, tmp_path: Path) -> None:
-    from genre_ray.tuning import trial_data
+    from genre_ray.search.tuning import trial_data
 
     data = {"x": np.ones(3 * MB // 8 * 8, np.float64)}  # 24 MB: well above the inline limit
     size = data["x"].nbytes / MB
@@ -53,8 +53,8 @@ def test_each_fit_frees_its_trial_data(ray_session: Any, tmp_path: Path) -> None
 def test_the_trainable_keeps_the_given_reference(ray_session: Any, tmp_path: Path) -> None:
     import ray._private.worker as worker
 
-    from genre_ray import tuning
     from genre_ray.config import load_config
+    from genre_ray.search import tuning
 
     cfg = load_config(SPACE, {"output.results_dir": str(tmp_path)})
     with tuning.trial_data({"logmel": np.zeros(10)}) as ref:

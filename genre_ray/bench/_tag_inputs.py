@@ -81,7 +81,7 @@ def bench_model(cache: Path) -> tuple[str, str]:
         The model URI (``models:/genre-bench-tag@champion``) and its tracking URI.
     """
     from genre_ray.config import SMOKE_OVERRIDES, load_config
-    from genre_ray.runner import run_search
+    from genre_ray.search.runner import run_search
     from genre_ray.serving import ServingError, load
 
     folder = (cache / "model").resolve()

@@ -28,7 +28,7 @@ def start_ray(manifest: pd.DataFrame, settings: Any, cpus: int,
     """
     import ray
 
-    from genre_ray.pipeline import featurize
+    from genre_ray.features.pipeline import featurize
 
     t0 = time.perf_counter()
     if not ray.is_initialized():

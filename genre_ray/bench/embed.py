@@ -1,6 +1,6 @@
 """Time pretrained-embedding extraction through the pipeline against a plain loop, in one run.
 
-pipeline    genre_ray.pipeline.featurize with the embedding kind alone, as a search runs it: content
+pipeline    genre_ray.features.pipeline.featurize with the embedding kind alone, as a search runs it: content
             hashing, a Ray Data pool of actors (one per core, or one per GPU) that each load the
             network once, decode, cut clips, embed and write the Parquet cache, then the read-back.
             Each run starts from an empty cache. ray.init and warming the actors are timed apart.
@@ -28,8 +28,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from genre_ray.bench import command_line, load_average, machine_summary, markdown_table, write_report
 from genre_ray.data.demo import DemoSpec
@@ -147,7 +145,7 @@ def run_embed_bench(paths: list[str], kind: str, layer: str, repeats: int, batch
     import ray
     import torch
 
-    from genre_ray.pipeline import featurize
+    from genre_ray.features.pipeline import featurize
 
     settings = _settings(kind, layer)
     manifest = pd.DataFrame({"path": paths})

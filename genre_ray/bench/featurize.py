@@ -1,6 +1,6 @@
 """Time feature extraction three ways on the same files, in one run.
 
-pipeline    genre_ray.pipeline.featurize, the Ray Data pipeline that the search runs: content
+pipeline    genre_ray.features.pipeline.featurize, the Ray Data pipeline that the search runs: content
             hashing, Ray Data tasks that decode, featurize and write the Parquet cache, then
             the read-back. Each run gets a fresh, empty cache folder (always a cold cache).
             ray.init and warming the Ray workers are timed apart and not counted.
@@ -32,7 +32,6 @@ import numpy as np
 
 from genre_ray.bench import Timing, command_line, load_average, machine_summary, markdown_table, write_report
 from genre_ray.bench._warm import DEMO_SPEC, start_ray
-from genre_ray.data.demo import DemoSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,12 +87,12 @@ class BenchResult:
 
 def run_pipeline(manifest: pd.DataFrame, settings: FeatureSettings, cache_root: Path,
                  batch_files: int) -> tuple[float, Any]:
-    """One timed :func:`genre_ray.pipeline.featurize` on a new, empty cache folder, hashing included.
+    """One timed :func:`genre_ray.features.pipeline.featurize` on a new, empty cache folder, hashing included.
 
     Returns:
-        Seconds and the :class:`~genre_ray.pipeline.FeatureTable`.
+        Seconds and the :class:`~genre_ray.features.pipeline.FeatureTable`.
     """
-    from genre_ray.pipeline import featurize
+    from genre_ray.features.pipeline import featurize
 
     with tempfile.TemporaryDirectory(prefix=".bench-cold-", dir=cache_root) as cold:
         t0 = time.perf_counter()
@@ -164,7 +163,7 @@ def _floor_init(settings: dict[str, Any], barrier: Any) -> None:
 
 def _floor_warm(_: int) -> int:
     """Import and run everything once, then wait for the other processes to do the same."""
-    from genre_ray.pipeline import clip_features
+    from genre_ray.features.pipeline import clip_features
 
     s = _FLOOR["settings"]
     clip_features(np.random.default_rng(0).standard_normal((2, s.clip_samples)).astype(np.float32), s)
@@ -174,7 +173,7 @@ def _floor_warm(_: int) -> int:
 
 def _floor_task(paths: list[str]) -> dict[str, np.ndarray]:
     from genre_ray.data.audio import decode_clips
-    from genre_ray.pipeline import clip_features
+    from genre_ray.features.pipeline import clip_features
 
     s = _FLOOR["settings"]
     waves = [decode_clips(path, s.sample_rate, s.clip_samples, s.clip_overlap, s.max_clips_per_song)
@@ -219,8 +218,8 @@ def _evenly(n_total: int, k: int | None) -> np.ndarray:
 
 
 def features_in_file_order(table: Any, paths: list[str]) -> dict[str, np.ndarray]:
-    """A :class:`~genre_ray.pipeline.FeatureTable`'s rows (sorted by content hash) in file order."""
-    from genre_ray.pipeline import content_hashes
+    """A :class:`~genre_ray.features.pipeline.FeatureTable`'s rows (sorted by content hash) in file order."""
+    from genre_ray.features.pipeline import content_hashes
 
     sha = dict(zip(paths, content_hashes(paths)))
     rows: dict[str, list[int]] = {}

@@ -1,6 +1,6 @@
 """Peak memory of the featurization pipeline at two (or more) collection sizes.
 
-Each size gets one run of :func:`genre_ray.pipeline.featurize` on a fresh, empty cache folder
+Each size gets one run of :func:`genre_ray.features.pipeline.featurize` on a fresh, empty cache folder
 (cold cache) in the running Ray session. Memory is read from Linux's ``/proc``:
 
 - Ray worker processes: the children of this session's raylet (found by its socket name). Just
@@ -176,8 +176,8 @@ def _audio_seconds(paths: list[str]) -> float:
 
 def memory_run(manifest: pd.DataFrame, settings: FeatureSettings, cache_root: Path, batch_files: int,
                collection: str = "") -> MemoryRow:
-    """One cold-cache :func:`~genre_ray.pipeline.featurize` of ``manifest`` with its peak memory."""
-    from genre_ray.pipeline import featurize
+    """One cold-cache :func:`~genre_ray.features.pipeline.featurize` of ``manifest`` with its peak memory."""
+    from genre_ray.features.pipeline import featurize
 
     paths = manifest["path"].tolist()
     with tempfile.TemporaryDirectory(prefix=".bench-mem-", dir=cache_root) as cold:

@@ -186,7 +186,7 @@ def fixed_config(cfg: Any) -> dict[str, Any]:
     """
     import optuna
 
-    from genre_ray.spaces import define_by_run
+    from genre_ray.config.spaces import define_by_run
 
     try:
         return define_by_run(cfg)(optuna.trial.FixedTrial({}))
@@ -282,7 +282,7 @@ def _tune(cfg: Any, data: dict[str, Any], groups: dict[str, Any], storage: Path,
           concurrent: int, cpu: float, tracker: Any = None, watch: bool = False) -> TuneRun:
     """One fit of ``trials`` copies of the fixed trial, ``concurrent`` at a time with ``cpu`` each."""
     from genre_ray.bench.search import BudgetCounter, budget_stopper
-    from genre_ray.tuning import trial_data, tuner
+    from genre_ray.search.tuning import trial_data, tuner
 
     cfg = _variant(cfg, {"search.num_samples": trials, "search.max_concurrent": concurrent,
                          "resources.cpu": cpu})
@@ -309,7 +309,7 @@ def _tune(cfg: Any, data: dict[str, Any], groups: dict[str, Any], storage: Path,
 
 def _bare(config: dict[str, Any], data: dict[str, Any], spec: dict[str, Any], runs: int) -> list[float]:
     """Seconds of ``runs`` bare trials (build, train, validate every epoch), each in this process."""
-    from genre_ray.train import BareReporter, run_trial
+    from genre_ray.training.loop import BareReporter, run_trial
 
     out = []
     for _ in range(runs):
@@ -322,7 +322,7 @@ def _bare(config: dict[str, Any], data: dict[str, Any], spec: dict[str, Any], ru
 
 def calibrate(config: dict[str, Any], data: dict[str, Any], spec: dict[str, Any], seconds: float) -> int:
     """Epochs for a bare trial of about ``seconds``, from the second epoch of a 2-epoch run."""
-    from genre_ray.train import BareReporter, run_trial
+    from genre_ray.training.loop import BareReporter, run_trial
 
     reporter = BareReporter()
     run_trial({**config, "train.epochs": 2}, data, {**spec, "max_epochs": 2}, reporter)
@@ -343,9 +343,9 @@ def run_overhead_bench(cfg: Any, epochs: int | None, trial_seconds: float, repea
     """
     import ray
 
-    from genre_ray.runner import prepare
+    from genre_ray.search.runner import prepare
     from genre_ray.tracking import Tracker
-    from genre_ray.train import trial_spec
+    from genre_ray.training.loop import trial_spec
 
     prepared = prepare(cfg)
     data, groups = prepared["trial"], prepared["groups"]
@@ -527,7 +527,7 @@ COLUMNS = {
 
 def _header(res: dict[str, Any], command: str, wall_s: float, ray_init_s: float,
             quick: bool) -> dict[str, str]:
-    from genre_ray.spaces import resolve
+    from genre_ray.config.spaces import resolve
 
     cfg = res["cfg"]
     plan = resolve(fixed_config(cfg))

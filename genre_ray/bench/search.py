@@ -270,7 +270,7 @@ def _run(cfg: Any, data: dict[str, Any], groups: dict[str, Any], method: str, se
     """One search; ``budget`` None runs random search's fixed trials to the end."""
     import optuna
 
-    from genre_ray.tuning import startup_trials, tpe_sampler, trial_data, tuner
+    from genre_ray.search.tuning import startup_trials, tpe_sampler, trial_data, tuner
 
     counter = BudgetCounter(cfg.search["metric"], budget)
     if method == "random":
@@ -306,8 +306,8 @@ def run_search_bench(cfg: Any, seeds: Sequence[int], random_trials: int, storage
         storage: Tune's storage folder for the runs' trials.
     """
     from genre_ray.config import parse_config
-    from genre_ray.runner import prepare
-    from genre_ray.tuning import startup_trials
+    from genre_ray.search.runner import prepare
+    from genre_ray.search.tuning import startup_trials
 
     prepared = prepare(cfg)
     data, groups = prepared["trial"], prepared["groups"]

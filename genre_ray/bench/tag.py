@@ -121,7 +121,7 @@ class Run:
 
 def _same_code(model: Any) -> None:
     """Refuse a loop that would run other decoding code than tag (a model's packaged copy of genre_ray)."""
-    from genre_ray import classifier
+    from genre_ray.serving import classifier
 
     used = Path(inspect.getfile(type(model.unwrap_python_model().classifier))).resolve()
     if used != Path(classifier.__file__).resolve():
@@ -148,7 +148,7 @@ def time_loop(uri: str, tracking: str, paths: list[str]) -> Run:
 
 def time_tag(library: Path, uri: str, tracking: str, workers: int, batch_files: int, scratch: Path) -> Run:
     """One ``run_tag`` run from an empty parts folder."""
-    from genre_ray.tag import run_tag
+    from genre_ray.serving.tag import run_tag
 
     load = load_average()
     with tempfile.TemporaryDirectory(dir=scratch) as tmp, StealMeter() as steal:
@@ -194,7 +194,7 @@ def time_all(library: Path, uri: str, tracking: str, workers: list[int], repeats
     ``max_steal``, a run slowed by the host (CPU steal above it) is done again."""
     import torch
 
-    from genre_ray.tag import list_library
+    from genre_ray.serving.tag import list_library
 
     paths = list_library(library)["path"].tolist()
     loop = Method("loop (pyfunc, one file at a time)", len(paths),
@@ -373,7 +373,7 @@ def run_cli(args: argparse.Namespace) -> int:
     import ray
     import torch
 
-    from genre_ray.tag import _ray_start, list_library
+    from genre_ray.serving.tag import _ray_start, list_library
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -122,7 +122,7 @@ def gridsearch_baseline(cfg: Any, out_dir: Path, seed: int = 0) -> dict[str, Any
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    from genre_ray.runner import load_collection
+    from genre_ray.search.runner import load_collection
 
     t0 = time.perf_counter()
     songs, rows, table, _ = load_collection(cfg, Path(cfg.output["results_dir"]).expanduser().resolve())
@@ -153,7 +153,7 @@ def gridsearch_baseline(cfg: Any, out_dir: Path, seed: int = 0) -> dict[str, Any
 
 
 def _row(which: str, summary: dict[str, Any], wall: float) -> dict[str, Any]:
-    from genre_ray.spaces import resolve
+    from genre_ray.config.spaces import resolve
 
     plan = resolve(summary["best_config"])
     test = summary["test"]
@@ -198,7 +198,7 @@ def _run_searches(args: argparse.Namespace, runs: Path, searches: list[tuple[str
                   manifest: Path | None = None) -> list[dict[str, Any]] | int:
     """Each search once on one split (rows of the report), or an exit code."""
     from genre_ray.config import ConfigError, load_config
-    from genre_ray.runner import SearchFailed, run_search
+    from genre_ray.search.runner import SearchFailed, run_search
 
     rows = []
     for which, space in searches:

@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return cli.EXIT_OK
-    from genre_ray.runner import SearchFailed, run_search as _run
+    from genre_ray.search.runner import SearchFailed
+    from genre_ray.search.runner import run_search as _run
 
     try:
         with cli.stdout_to_stderr() if args.json else contextlib.nullcontext():
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cfg.output['results_dir']}/{cfg.name}")
         for summary in summaries:
             _print_report(summary)
-    from genre_ray.report import kept_damaged
+    from genre_ray.search.report import kept_damaged
 
     # exit 3 when input files were left out; a damaged file kept with what decoded is only reported
     skipped = any(s.get("skipped") is not None and (~kept_damaged(s["skipped"])).any() for s in summaries)
@@ -185,8 +186,8 @@ def _summary_doc(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -> list[dict[str, Any]]:
-    """Run a validated search end to end (see :mod:`genre_ray.runner`)."""
-    from genre_ray.runner import run_search as _run
+    """Run a validated search end to end (see :mod:`genre_ray.search.runner`)."""
+    from genre_ray.search.runner import run_search as _run
 
     return _run(cfg, promote=promote, resume=resume)
 
@@ -211,7 +212,7 @@ def _print_report(s: dict[str, Any]) -> None:
         print(f"Zero-shot {zs['kind']} tags (no training, {len(zs['classes_covered'])} classes mapped): test song "
               f"accuracy {zs['test_acc']:.4f} ({zs['test_songs']} songs), validation {zs['val_acc']:.4f} "
               f"({zs['val_songs']} songs)")
-    from genre_ray.report import selection_lines
+    from genre_ray.search.report import selection_lines
 
     for line in selection_lines(s):
         print(line[2:])
@@ -224,7 +225,7 @@ def _print_report(s: dict[str, Any]) -> None:
         print(f"Optuna:  {s['study_journal']}  (open with: optuna-dashboard {s['study_journal']})")
     disk = s.get("disk")
     if disk:
-        from genre_ray.report import mib
+        from genre_ray.search.report import mib
 
         print(f"Disk:    {mib(disk['experiment_bytes'])} in {disk['experiment']} ({disk['checkpoints']} checkpoints, "
               f"best and last per trial); feature cache {mib(disk['cache_bytes'])}")

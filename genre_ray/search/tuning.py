@@ -1,6 +1,6 @@
 """Ray Tune for one genre task: the Tuner, its per-trial MLflow callback, and the leaderboard.
 
-``OptunaSearch`` gets a define-by-run space built from the YAML (:mod:`genre_ray.spaces`) and
+``OptunaSearch`` gets a define-by-run space built from the YAML (:mod:`genre_ray.config.spaces`) and
 ``ASHAScheduler`` stops weak trials at its rungs. Trials are fed to MLflow from the driver, so
 no worker ever writes to a tracking store.
 """
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from genre_ray._ray_workarounds import unpin
 from genre_ray.config import SearchConfig
-from genre_ray.report import leaderboard_frame, stop_reason
-from genre_ray._ray_workarounds import holds, unpin
-from genre_ray.trial_runs import TRACKERS
+from genre_ray.search.report import leaderboard_frame, stop_reason
+from genre_ray.search.trial_runs import TRACKERS
 
 __all__ = ["MAX_TRIAL_FAILURES", "REPORT_EVERY_S", "TRACKERS", "ResourceError", "autoscaling_worker_types",
            "check_resources", "make_sampler", "startup_trials", "StudyJournalError", "check_study",
@@ -33,7 +33,7 @@ log = logging.getLogger("genre_ray.search")
 def ray_init(cfg: SearchConfig) -> None:
     import ray
 
-    from genre_ray.pipeline import ray_data_progress_off
+    from genre_ray.features.pipeline import ray_data_progress_off
 
     if ray.is_initialized():
         return
@@ -153,7 +153,7 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from genre_ray.spaces import define_by_run
+    from genre_ray.config.spaces import define_by_run
 
     s = cfg.search
     searcher = OptunaSearch(space=define_by_run(cfg), metric=s["metric"], mode=cfg.mode,
@@ -167,7 +167,7 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
                                   time_budget_s=s["time_budget_s"], reuse_actors=True)
     if tracker is not None:
         TRACKERS[run_name] = tracker
-    from genre_ray.trial_runs import StaleCheckpoints, TrialRuns
+    from genre_ray.search.trial_runs import StaleCheckpoints, TrialRuns
 
     fs, where = _storage(storage)
     run_config = tune.RunConfig(
@@ -204,7 +204,7 @@ def progress_options(cfg: SearchConfig) -> dict[str, Any]:
     _legacy_output()
     if not log.isEnabledFor(logging.INFO):
         return {"verbose": 0, "progress_reporter": None}
-    from genre_ray.trial_runs import SearchReporter
+    from genre_ray.search.trial_runs import SearchReporter
 
     metric = cfg.search["metric"]
     return {"verbose": 1, "progress_reporter": SearchReporter(
@@ -310,7 +310,8 @@ def _trainable(cfg: SearchConfig, data: dict[str, Any], groups: dict[str, Any] |
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray import tune
 
-    from genre_ray.train import train_trial, trial_spec
+    from genre_ray.training.loop import trial_spec
+    from genre_ray.training.trainable import train_trial
 
     res = cfg.resources
     # ``data`` may be an ObjectRef (from trial_data): with_parameters then keeps it as it is.
@@ -395,7 +396,7 @@ def space_draws(cfg: SearchConfig, draws: int = 64) -> list[dict[str, Any]]:
     in the order the space suggests them; a few dozen draws cover every branch of a conditional space."""
     import optuna
 
-    from genre_ray.spaces import define_by_run
+    from genre_ray.config.spaces import define_by_run
 
     space = define_by_run(cfg)
     verbosity = optuna.logging.get_verbosity()

@@ -1,7 +1,7 @@
 """A trained model with all that prediction needs: audio files or waveforms in, genres out.
 
-:class:`SongClassifier` holds a trained model (a :class:`~genre_ray.train.Standardized` network, a
-fold :class:`~genre_ray.train.Ensemble` or a :class:`~genre_ray.train.ClassicalModel`), the feature
+:class:`SongClassifier` holds a trained model (a :class:`~genre_ray.training.wrappers.Standardized` network, a
+fold :class:`~genre_ray.training.wrappers.Ensemble` or a :class:`~genre_ray.training.wrappers.ClassicalModel`), the feature
 settings, the class names, the song aggregation (the learned GRU/LSTM included) and where it came
 from (split, feature cache, task, test score). It turns audio files or waveforms at any sample rate
 into per-song genre probabilities and a per-clip timeline.
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from genre_ray._legacy import old_module_paths
 from genre_ray.data.audio import AudioError, clip_bounds, cut_clips, decode_clips, downmix, resample
 from genre_ray.features import FeatureSettings
 
@@ -49,7 +50,7 @@ class SongClassifier:
 
     Args:
         model: the trained model; a torch module that outputs probabilities or logits, or a
-            :class:`~genre_ray.train.ClassicalModel`.
+            :class:`~genre_ray.training.wrappers.ClassicalModel`.
         classes: the class names, in the model's output order.
         kind: the feature kind the model takes (``logmel``, ``mfcc``, ``stats``, ... or
             ``table``/``image``).
@@ -143,7 +144,7 @@ class SongClassifier:
 
     def features(self, clips: np.ndarray) -> np.ndarray:
         """Waveform clips ``(n, clip_samples)`` at the model's rate -> its features ``(n, *shape)``."""
-        from genre_ray.pipeline import clip_features  # numpy/pyarrow only: no Ray at import
+        from genre_ray.features.pipeline import clip_features  # numpy/pyarrow only: no Ray at import
 
         return clip_features(np.asarray(clips, dtype=np.float32), self._audio_settings())[self.kind]
 
@@ -152,7 +153,7 @@ class SongClassifier:
                       n_songs: int) -> tuple[np.ndarray, np.ndarray]:
         """Features of the clips of several songs -> ``(clip probabilities (n, C), song probabilities
         (n_songs, C))``, with the model's own song aggregation (the learned GRU/LSTM included)."""
-        from genre_ray.train import song_probabilities
+        from genre_ray.training.inference import song_probabilities
 
         clip, song = song_probabilities(self.model, np.ascontiguousarray(x, dtype=np.float32),
                                         np.asarray(clip_song, dtype=np.int64), n_songs, self.device)
@@ -160,7 +161,7 @@ class SongClassifier:
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """Probabilities ``(n, C)`` of independent feature rows (a table or image model's input)."""
-        from genre_ray.train import predict_probs
+        from genre_ray.training.inference import predict_probs
 
         x = np.asarray(x, dtype=np.float32)
         if self.input_shape is not None:
@@ -294,12 +295,14 @@ class SongClassifier:
             # One saved before the strided pools gets them (the same values, faster on the CPU).
             from genre_ray.models._blocks import with_strided_pools
 
-            model = torch.load(folder / _TORCH_FILE, map_location="cpu", weights_only=False)
+            with old_module_paths():
+                model = torch.load(folder / _TORCH_FILE, map_location="cpu", weights_only=False)
             model = with_strided_pools(model)
         else:
             import joblib
 
-            model = joblib.load(folder / _SKLEARN_FILE)
+            with old_module_paths():
+                model = joblib.load(folder / _SKLEARN_FILE)
         settings = FeatureSettings(**meta["feature_settings"]) if meta["feature_settings"] else None
         shape = tuple(meta["input_shape"]) if meta["input_shape"] is not None else None
         return cls(model, meta["classes"], meta["kind"], settings, meta["aggregation"], meta["info"], shape)

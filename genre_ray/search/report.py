@@ -189,7 +189,7 @@ def _complete(board: pd.DataFrame, metric: str) -> pd.DataFrame:
 def _active_params(trials: pd.DataFrame) -> pd.DataFrame:
     """Each trial's searched values, NaN where the parameter is not part of that trial.
 
-    :mod:`genre_ray.spaces` also writes merged copies into a trial's config: in a zoo, plain
+    :mod:`genre_ray.config.spaces` also writes merged copies into a trial's config: in a zoo, plain
     ``features.kind`` copies ``features.kind.<model>`` (or the only variant a model takes), and
     ``train.aggregation`` copies ``train.aggregation.classical`` in a classical model's trial. A
     copy would share its source's importance, so it is left out.

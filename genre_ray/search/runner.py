@@ -21,27 +21,34 @@ import pandas as pd
 from genre_ray.config import SearchConfig
 from genre_ray.data.collection import MANIFEST_COLUMNS, SKIPPED_COLUMNS, CollectionError, folder_manifest
 from genre_ray.data.demo import DemoSpec, ensure_demo_collection
+from genre_ray.data.splits import (
+    AUTO_FOLDS_BELOW,
+    SplitError,
+    assign_splits,
+    auto_folds,
+    song_folds,
+    split_id,
+    split_report,
+)
 from genre_ray.data.tables import image_manifest, table_manifest
-from genre_ray.data.splits import (AUTO_FOLDS_BELOW, SplitError, assign_splits, auto_folds, song_folds, split_id,
-                                   split_report)
 from genre_ray.data.tasks import TaskError, TaskSpec, apply_task
 from genre_ray.evaluate import classification_scores, confusion_png, majority_baseline, per_class_report
 from genre_ray.features import FeatureSettings
-from genre_ray.report import write_summary
-from genre_ray.storage import describe, disk_usage, is_uri, join, node_local
-from genre_ray.tuning import (
+from genre_ray.search.report import write_summary
+from genre_ray.search.tuning import (
     ResourceError,
     StudyJournalError,
-    check_study,
-    study_storage,
     can_restore,
     check_resources,
+    check_study,
     leaderboard,
     ray_init,
     restore,
+    study_storage,
     trial_data,
     tuner,
 )
+from genre_ray.storage import describe, disk_usage, is_uri, join, node_local
 
 __all__ = ["SearchFailed", "run_search"]
 
@@ -120,7 +127,7 @@ def _drop_copies(manifest: pd.DataFrame, truncated: str = "keep") -> tuple[pd.Da
 
 def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tuple[Any, pd.DataFrame]:
     """Features of every row of the manifest (already hashed: ``sha``), by the source's kind."""
-    from genre_ray.pipeline import FeatureTable, featurize
+    from genre_ray.features.pipeline import FeatureTable, featurize
 
     kind = cfg.features["kind"]
     if kind == "table":
@@ -134,7 +141,7 @@ def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tupl
                             info={"cache_key": hashlib.sha256(values.tobytes()).hexdigest()[:24]}), rows
     ray_init(cfg)
     if kind == "image":
-        from genre_ray.pipeline import featurize_images
+        from genre_ray.features.pipeline import featurize_images
 
         table = featurize_images(manifest, cfg.features["image_size"])
     else:
@@ -164,7 +171,7 @@ def _data_report(skipped: pd.DataFrame, path: Path) -> None:
 
 def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame, table: Any) -> dict[str, Any]:
     """Clip features grouped by split, with song indices, for training and the final test."""
-    from genre_ray.train import TrialData
+    from genre_ray.training.wrappers import TrialData
 
     pos = pd.Series(np.arange(len(songs)), index=songs["song_id"])
     song_of_sha = manifest.drop_duplicates("sha").set_index("sha")["song_id"]
@@ -232,7 +239,7 @@ def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame
 
 def load_collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.DataFrame, Any, pd.DataFrame]:
     """Read the source and featurize it (cached): ``(songs, manifest rows, features, skipped files)``."""
-    from genre_ray.pipeline import content_hashes
+    from genre_ray.features.pipeline import content_hashes
 
     manifest, skipped = _collection(cfg, results)
     if cfg.features["kind"] == "table":
@@ -349,7 +356,7 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
                        search_space=cfg.source_file,
                        wall_s=time.perf_counter() - t0, study_journal=str(out_dir / STUDY_JOURNAL))
         write_summary(out_dir / "summary.md", summary)
-        from genre_ray.report import best_so_far_png, write_param_importances
+        from genre_ray.search.report import best_so_far_png, write_param_importances
 
         write_param_importances(summary["leaderboard"], cfg.search["metric"], cfg.mode,
                                 out_dir / "param_importances.csv")
@@ -531,7 +538,7 @@ def _check_shared_storage(cfg: SearchConfig, results: Path, hosts: int | None = 
     if hosts is None:
         import ray
 
-        from genre_ray.tuning import AUTOSCALER_CONFIG, autoscaling_worker_types
+        from genre_ray.search.tuning import AUTOSCALER_CONFIG, autoscaling_worker_types
 
         hosts = len({n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive", True)})
         if hosts <= 1 and autoscaling_worker_types(AUTOSCALER_CONFIG):
@@ -628,7 +635,12 @@ def zero_shot(cfg: SearchConfig, arrays: dict[str, Any]) -> dict[str, Any] | Non
     (``data.mapping``, else the shipped GTZAN mapping) that sends at least one tag to one of the
     task's classes; otherwise None.
     """
-    from genre_ray.features.pretrained.zeroshot import TAGGRAM_KINDS, tag_classes, taggram_columns, zero_shot_probs
+    from genre_ray.features.pretrained.zeroshot import (
+        TAGGRAM_KINDS,
+        tag_classes,
+        taggram_columns,
+        zero_shot_probs,
+    )
 
     kind = next((k for k in cfg.feature_kinds if k in TAGGRAM_KINDS), None)
     cols = taggram_columns(kind, cfg.features["embedding_layer"]) if kind else None
@@ -663,8 +675,8 @@ def _refit(cfg: SearchConfig, best: Any, board: pd.DataFrame, arrays: dict[str, 
     A neural model trains for the epoch at which its trial's validation score peaked. Returns None
     (and the trial's own model is used) when a class has no song outside the test split.
     """
-    from genre_ray.spaces import resolve
-    from genre_ray.train import refit, trial_spec
+    from genre_ray.config.spaces import resolve
+    from genre_ray.training.loop import refit, trial_spec
 
     plan = resolve(best.config)
     data = arrays["refit"](plan.kind)
@@ -713,8 +725,8 @@ def _candidates(board: pd.DataFrame, by_trial: dict[str, Any], metric: str, mode
 
 def _trial_model(cfg: SearchConfig, result: Any, arrays: dict[str, Any]) -> Any:
     """A trial's own model from its best checkpoint (the fold ensemble with folds)."""
-    from genre_ray.spaces import resolve
-    from genre_ray.train import load_checkpoint_model
+    from genre_ray.config.spaces import resolve
+    from genre_ray.training.loop import load_checkpoint_model
 
     checkpoint = _checkpoint_of(result, cfg.search["metric"], cfg.mode)
     with checkpoint.as_directory() as d:
@@ -725,7 +737,8 @@ def _out_of_fold(cfg: SearchConfig, model: Any, kind: str, arrays: dict[str, Any
     """Song probabilities that each fold's model gives its own validation songs, folds in order."""
     import torch
 
-    from genre_ray.train import fold_models, song_probabilities
+    from genre_ray.training.inference import song_probabilities
+    from genre_ray.training.wrappers import fold_models
 
     data = arrays["trial"][kind]
     folds = data if isinstance(data, list) else [data]
@@ -736,7 +749,7 @@ def _out_of_fold(cfg: SearchConfig, model: Any, kind: str, arrays: dict[str, Any
 def _test_probs(model: Any, test: dict[str, Any]) -> np.ndarray:
     import torch
 
-    from genre_ray.train import song_probabilities
+    from genre_ray.training.inference import song_probabilities
 
     return song_probabilities(model, test["x"], test["song"], len(test["y_song"]), torch.device("cpu"))[1]
 
@@ -745,7 +758,7 @@ def _song_scores(model: Any, test: dict[str, Any]) -> tuple[np.ndarray, dict[str
     """Song probabilities on the test songs and their scores (clip accuracy too)."""
     import torch
 
-    from genre_ray.train import song_probabilities
+    from genre_ray.training.inference import song_probabilities
 
     clip_probs, probs = song_probabilities(model, test["x"], test["song"], len(test["y_song"]), torch.device("cpu"))
     scores = classification_scores(test["y_song"], probs)
@@ -756,8 +769,8 @@ def _song_scores(model: Any, test: dict[str, Any]) -> tuple[np.ndarray, dict[str
 def _classifier(cfg: SearchConfig, config: dict[str, Any], model: Any, arrays: dict[str, Any],
                 info: dict[str, Any]) -> Any:
     """A trained model as the song classifier that serving loads."""
+    from genre_ray.config.spaces import resolve
     from genre_ray.serving import NON_AUDIO_KINDS, SongClassifier
-    from genre_ray.spaces import resolve
 
     plan = resolve(config)
     model.probabilities = True
@@ -778,8 +791,8 @@ def _ensemble(cfg: SearchConfig, board: pd.DataFrame, by_trial: dict[str, Any], 
     Returns None with fewer than two candidates; else the choice, the candidates, their
     out-of-fold probabilities and their trial models.
     """
+    from genre_ray.config.spaces import resolve
     from genre_ray.search.selection import greedy_ensemble
-    from genre_ray.spaces import resolve
 
     metric = cfg.search["metric"]
     results = _candidates(board, by_trial, metric, cfg.mode, max(1, int(cfg.search["ensemble"])))
@@ -804,9 +817,9 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, by_tri
             cache_key: str) -> dict[str, Any]:
     """Choose the final model on validation (the best trial, or the ensemble of the best trials),
     score it once on the test songs and register it as a song classifier."""
-    from genre_ray.classifier import EnsembleClassifier
+    from genre_ray.config.spaces import resolve
     from genre_ray.search.selection import mix, score
-    from genre_ray.spaces import resolve
+    from genre_ray.serving.classifier import EnsembleClassifier
 
     metric = cfg.search["metric"]
     plan = resolve(best.config)

@@ -24,8 +24,21 @@ from typing import Any
 
 import yaml
 
-from genre_ray._checks import (Checker, ConfigError, Dist, _Bad, _bool, _err, _num, _optional,
-                               _searchable, _str, _str_list, _type_name, _UNSET)
+from genre_ray.config.checks import (
+    _UNSET,
+    Checker,
+    ConfigError,
+    Dist,
+    _Bad,
+    _bool,
+    _err,
+    _num,
+    _optional,
+    _searchable,
+    _str,
+    _str_list,
+    _type_name,
+)
 from genre_ray.features import pretrained  # the catalogue only: no torch
 from genre_ray.models import CLASSICAL, FAMILY, REGISTRY, accepts  # names only: no torch
 from genre_ray.storage import is_uri

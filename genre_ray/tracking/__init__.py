@@ -431,16 +431,16 @@ class Tracker:
         return None
 
     def _register_saved(self, folder: str, *rest: Any) -> dict[str, Any]:
-        from genre_ray.classifier import SongClassifier
+        from genre_ray.serving.classifier import SongClassifier
 
         return self._register(SongClassifier.load(folder), *rest)
 
     def _register(self, classifier: Any, name: str, test_score: float, split_id: str,
                   version_tags: dict[str, str], promote: bool) -> dict[str, Any]:
-        from genre_ray import serving
+        from genre_ray.tracking import pyfunc
 
         with mlflow.start_run(run_id=self._real(self.parent_id)):
-            info = serving.log_model(classifier, registered_model_name=name)
+            info = pyfunc.log_model(classifier, registered_model_name=name)
         version = str(info.registered_model_version)
         pause_point("register.before_alias")  # the kill tests stop here: a version without alias or tags
         with store_lock(self.uri):  # read the champion and move the alias as one step against another search
@@ -448,7 +448,7 @@ class Tracker:
 
     def _place(self, classifier: Any, name: str, version: str, info: Any, test_score: float, split_id: str,
                version_tags: dict[str, str], promote: bool) -> dict[str, Any]:
-        from genre_ray import serving
+        from genre_ray.tracking import pyfunc
 
         current = None
         try:
@@ -457,7 +457,7 @@ class Tracker:
             pass
         alias, reason = self._decide(current, test_score, split_id, promote)
         self.client.set_registered_model_alias(name, alias, version)
-        tags = {**serving.version_tags(classifier), **version_tags, TEST_METRIC: f"{test_score:.6f}",
+        tags = {**pyfunc.version_tags(classifier), **version_tags, TEST_METRIC: f"{test_score:.6f}",
                 "split_id": split_id, "decision": reason, "alias_at_registration": alias}
         if current is not None:  # the score it was compared with, beside its own
             tags.update({"compared_with_version": str(current.version),

@@ -1,18 +1,16 @@
-"""The Ray Tune trainable: build a model from the registry, train, report every epoch.
+"""The training loop: build a model from the registry, train it (per fold), report every epoch.
 
-The features of the train and validation songs reach every trial through the object store
-once (``tune.with_parameters``); a trial never reads the cache or the audio. The test songs
-are not in what a trial receives at all.
+One loop serves Tune (:mod:`genre_ray.training.trainable` passes a Tune reporter) and plain
+callers (:class:`BareReporter`: benchmarks, the refit). Classical models are fitted here too.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,194 +19,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from genre_ray.aggregate import SequenceAggregator, songs_of
-from genre_ray.augment import Augment
-from genre_ray.config import LEARNED_AGGREGATIONS, METRICS
-from genre_ray.evaluate import classification_scores, song_level
+from genre_ray._legacy import old_module_paths
+from genre_ray.config import METRICS
+from genre_ray.config.spaces import TrialPlan, resolve
 from genre_ray.models import build_model
-from genre_ray.spaces import TrialPlan, resolve
-
-__all__ = ["AmpPolicy", "BareReporter", "ClassicalModel", "Ensemble", "Precision", "Reporter", "Standardized",
-           "TrialData", "TuneReporter", "amp_policy", "fold_models", "load_checkpoint_model", "predict_probs", "run_trial",
-           "select_device", "set_threads", "song_probabilities", "threads_for", "train_trial", "trial_spec"]
-
-log = logging.getLogger(__name__)
+from genre_ray.training.aggregate import songs_of
+from genre_ray.training.augment import Augment
+from genre_ray.training.device import Precision, select_device, set_threads
+from genre_ray.training.inference import clip_embeddings, validation_metrics
+from genre_ray.training.wrappers import ClassicalModel, Ensemble, Standardized, TrialData
 
 CHECKPOINT_FILE = "model.pt"
+
+
 CLASSICAL_FILE = "estimators.joblib"
-
-
-@dataclass
-class TrialData:
-    """What every trial receives: train and validation clips, never the test split."""
-
-    x_train: np.ndarray  # (n, *input_shape) float32
-    y_train: np.ndarray  # (n,) int64 class index
-    x_val: np.ndarray
-    y_val: np.ndarray
-    val_song: np.ndarray  # (n_val_clips,) song index in [0, n_val_songs)
-    y_val_song: np.ndarray  # (n_val_songs,) class index
-    classes: list[str]
-    mean: np.ndarray  # statistics of the training clips, shaped to broadcast over one example
-    std: np.ndarray
-    train_song: np.ndarray | None = None  # (n,) song index of each training clip (learned aggregation)
-    y_train_song: np.ndarray | None = None
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
-
-
-class Standardized(nn.Module):
-    """Per-bin standardisation in front of a network, so a saved model is self-contained.
-
-    It also carries the trial's clip -> song aggregation: ``mean``, ``vote`` or ``max`` of the
-    clip probabilities, or a learned ``gru``/``lstm`` :class:`SequenceAggregator` over the
-    network's clip embeddings (``self.aggregator``, saved with the weights).
-
-    With ``probabilities=True`` the output is softmax probabilities instead of logits: the form
-    a registered model serves.
-    """
-
-    mean: torch.Tensor
-    std: torch.Tensor
-    net: Any  # a registry model: ``forward``, ``embed`` and a linear ``head``
-
-    def __init__(self, net: Any, mean: np.ndarray, std: np.ndarray, probabilities: bool = False,
-                 aggregation: str = "mean", n_classes: int | None = None) -> None:
-        super().__init__()
-        self.net = net
-        # Shaped to broadcast over one example: (bins, 1) for clips, (features,) for vectors.
-        self.register_buffer("mean", torch.tensor(np.array(mean), dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(np.array(std), dtype=torch.float32))
-        self.probabilities = probabilities
-        self.aggregation = aggregation
-        self.aggregator: SequenceAggregator | None = None
-        if aggregation in LEARNED_AGGREGATIONS:
-            self.aggregator = SequenceAggregator(aggregation, net.head.in_features, n_classes or
-                                                 net.head.out_features)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The network's clip embedding (what the learned aggregator reads)."""
-        return self.net.embed(self.normalize(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(self.normalize(x))
-        return torch.softmax(out.float(), dim=-1) if self.probabilities else out
-
-
-def select_device(gpu: float) -> torch.device:
-    """CUDA when the trial asked for a GPU share and one is visible, else CPU (with a warning).
-
-    Ray gives a trial with ``resources.gpu`` > 0 its card through ``CUDA_VISIBLE_DEVICES``, so
-    ``cuda`` is that card. A fractional share (0.25: four trials on a card) also caps this
-    process's share of the card's memory: Ray schedules by share but does not enforce it.
-    """
-    if gpu > 0 and torch.cuda.is_available():
-        if gpu < 1:
-            torch.cuda.set_per_process_memory_fraction(float(gpu))
-        log.info("training on CUDA (GPU share %g, CUDA_VISIBLE_DEVICES=%s)", gpu,
-                 os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
-        return torch.device("cuda")
-    if gpu > 0:
-        log.warning("a GPU was requested but none is visible to this trial; training on CPU")
-    return torch.device("cpu")
-
-
-def threads_for(cpu: float) -> int:
-    """Torch threads for a CPU share: its whole CPUs, at least one (0.5 -> 1, 2 -> 2, 2.5 -> 2)."""
-    return max(1, int(cpu))
-
-
-_INTEROP_THREADS: int | None = None  # set once per process; Tune reuses a trial's actor for the next
-
-
-def set_threads(cpu: float) -> int:
-    """Size torch's intra-op and inter-op thread pools to the trial's CPU share.
-
-    The intra-op count can change at any time. The inter-op pool can be sized only once per
-    process and only before it is first used; a reused actor keeps the first trial's size
-    (every trial of a search has the same share), and a process that already used it keeps
-    torch's default.
-
-    Returns:
-        The intra-op thread count.
-    """
-    global _INTEROP_THREADS
-    n = threads_for(cpu)
-    torch.set_num_threads(n)
-    if _INTEROP_THREADS is None:
-        try:
-            torch.set_num_interop_threads(n)
-            _INTEROP_THREADS = n
-        except RuntimeError as exc:  # this process already started its inter-op pool
-            _INTEROP_THREADS = -1
-            log.debug("inter-op threads left as they are: %s", exc)
-    return n
-
-
-@dataclass(frozen=True)
-class AmpPolicy:
-    """Mixed precision of a device: the autocast dtype (None: full precision) and whether the
-    loss needs a grad scaler (fp16 gradients underflow without one; bf16 has fp32's range)."""
-
-    dtype: torch.dtype | None
-    scaler: bool
-
-
-def amp_policy(device_type: str, bf16_supported: bool) -> AmpPolicy:
-    """bf16 on a CUDA card that has it natively, fp16 with a grad scaler on older cards, none on CPU."""
-    if device_type != "cuda":
-        return AmpPolicy(None, False)
-    if bf16_supported:
-        return AmpPolicy(torch.bfloat16, False)
-    return AmpPolicy(torch.float16, True)
-
-
-def _bf16_supported(device: torch.device) -> bool:
-    # Emulated bf16 (pre-Ampere cards) is slower than fp16 with a scaler.
-    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
-
-
-class Precision:
-    """A model's mixed precision: the autocast context and, for fp16, its grad scaler.
-
-    One per model for the whole trial, so the scaler's loss scale carries over from epoch to epoch
-    (and through a checkpoint).
-
-    Args:
-        device: where the model trains.
-        bf16: whether the card has native bf16 (None: ask it).
-    """
-
-    def __init__(self, device: torch.device, bf16: bool | None = None) -> None:
-        self.device_type = device.type
-        self.policy = amp_policy(device.type, _bf16_supported(device) if bf16 is None else bf16)
-        self.scaler = torch.amp.GradScaler(device.type) if self.policy.scaler else None
-
-    def autocast(self) -> AbstractContextManager[Any]:
-        if self.policy.dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device_type, dtype=self.policy.dtype)
-
-    def backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        """Backward pass and optimizer step, through the scaler when there is one."""
-        if self.scaler is None:
-            loss.backward()
-            opt.step()
-            return
-        self.scaler.scale(loss).backward()
-        self.scaler.step(opt)
-        self.scaler.update()
-
-
-def _autocast(device: torch.device) -> AbstractContextManager[Any]:
-    """The inference autocast of a device (no scaler: nothing is backpropagated)."""
-    policy = amp_policy(device.type, _bf16_supported(device))
-    return nullcontext() if policy.dtype is None else torch.autocast(device.type, dtype=policy.dtype)
 
 
 def _optimizer(params: Any, train: dict[str, Any]) -> torch.optim.Optimizer:
@@ -237,61 +61,6 @@ def _scheduler(opt: torch.optim.Optimizer, train: dict[str, Any], epochs: int, s
                                                              factor=0.5, patience=1)
         return plateau, "metric"
     return None, "never"
-
-
-@torch.inference_mode()
-def predict_probs(model: nn.Module | ClassicalModel, x: np.ndarray, device: torch.device,
-                  batch_size: int = 256) -> np.ndarray:
-    """Class probabilities of every clip, in batches."""
-    if isinstance(model, ClassicalModel):
-        return model.predict_proba(x)
-    model.eval()
-    amp = _autocast(device)
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb = torch.as_tensor(x[i:i + batch_size]).to(device, non_blocking=True)
-        with amp:
-            logits = model(xb)
-        probs = logits.float()
-        if not getattr(model, "probabilities", False):
-            probs = torch.softmax(probs, dim=-1)
-        out.append(probs.cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-@torch.inference_mode()
-def _embeddings(model: Standardized, x: np.ndarray | torch.Tensor, device: torch.device,
-                batch_size: int = 256) -> torch.Tensor:
-    model.eval()
-    out = [model.embed(torch.as_tensor(x[i:i + batch_size]).to(device, non_blocking=True)).float()
-           for i in range(0, len(x), batch_size)]
-    return torch.cat(out)
-
-
-def song_probabilities(model: nn.Module | ClassicalModel, x: np.ndarray, clip_song: np.ndarray, n_songs: int,
-                       device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """``(clip probabilities, song probabilities)`` with the model's own clip -> song aggregation."""
-    clip = predict_probs(model, x, device)
-    members: list[Any] = list(model.members) if isinstance(model, Ensemble) else [model]
-    songs = []
-    for m in members:
-        if getattr(m, "aggregator", None) is not None:
-            with torch.inference_mode():
-                logits = m.aggregator(songs_of(_embeddings(m, x, device), clip_song, n_songs))
-            songs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-        else:
-            probs = clip if len(members) == 1 else predict_probs(m, x, device)
-            songs.append(song_level(probs, clip_song, n_songs, getattr(m, "aggregation", "mean")))
-    return clip, np.mean(songs, axis=0)
-
-
-def validation_metrics(model: nn.Module | ClassicalModel, data: TrialData,
-                       device: torch.device) -> dict[str, float]:
-    """Clip- and song-level accuracy, macro-F1 and loss on the validation songs."""
-    probs, song_probs = song_probabilities(model, data.x_val, data.val_song, len(data.y_val_song), device)
-    clip = classification_scores(data.y_val, probs, prefix="val_clip_")
-    song = classification_scores(data.y_val_song, song_probs, prefix="val_song_")
-    return {**clip, **song, "val_loss": clip["val_clip_loss"]}
 
 
 def build(data: TrialData, plan: TrialPlan, groups: dict[str, Any] | None = None) -> Standardized:
@@ -381,7 +150,7 @@ def _train_aggregator(model: Standardized, opt: torch.optim.Optimizer, data: Tri
                       device: torch.device, gen: torch.Generator, songs_per_batch: int = 16) -> float:
     """One pass of the learned aggregator over the training songs, the clip network frozen."""
     assert model.aggregator is not None and data.train_song is not None and data.y_train_song is not None
-    emb = _embeddings(model, x, device)
+    emb = clip_embeddings(model, x, device)
     songs = songs_of(emb, data.train_song, len(data.y_train_song))
     y = torch.as_tensor(data.y_train_song, device=device)
     model.aggregator.train()
@@ -395,55 +164,6 @@ def _train_aggregator(model: Standardized, opt: torch.optim.Optimizer, data: Tri
         opt.step()
         total += loss.item() * len(idx)
     return total / max(len(songs), 1)
-
-
-class Ensemble(nn.Module):
-    """The mean class probabilities of several models (the k fold models of a cross-validated trial)."""
-
-    def __init__(self, members: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.probabilities = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([torch.softmax(m(x).float(), dim=-1) for m in self.members]).mean(dim=0)
-        return probs if self.probabilities else torch.log(probs.clamp(min=1e-7))
-
-
-class ClassicalModel:
-    """Fitted scikit-learn estimators (one per fold) behind the interface of the neural models.
-
-    ``predict_proba`` averages the fold estimators' probabilities over all classes; the song
-    aggregation is ``mean``, ``vote`` or ``max``.
-    """
-
-    def __init__(self, estimators: list[Any], n_classes: int, aggregation: str = "mean") -> None:
-        self.estimators = estimators
-        self.n_classes = n_classes
-        self.aggregation = aggregation
-        self.probabilities = True
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        from genre_ray.models.classical import class_probabilities
-
-        flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
-        return np.mean([class_probabilities(e, flat, self.n_classes) for e in self.estimators], axis=0)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.predict_proba(x).argmax(axis=1)
-
-
-def fold_models(model: nn.Module | ClassicalModel, n_folds: int) -> list[Any]:
-    """The per-fold models of a trial's model (its fold ensemble, or its estimators), in fold order."""
-    if isinstance(model, Ensemble):
-        members: list[Any] = list(model.members)
-    elif isinstance(model, ClassicalModel):
-        members = [ClassicalModel([e], model.n_classes, model.aggregation) for e in model.estimators]
-    else:
-        members = [model]
-    if len(members) != n_folds:
-        raise ValueError(f"the model holds {len(members)} fold models, the trial data {n_folds} folds")
-    return members
 
 
 def _mean_metrics(per_fold: list[dict[str, float]]) -> dict[str, float]:
@@ -490,26 +210,6 @@ class Reporter(Protocol):
         """Report one epoch; ``save(folder)`` writes its checkpoint when the reporter keeps one."""
 
 
-class TuneReporter:
-    """The trial runs in Tune: ``tune.report`` with a checkpoint every epoch, resume from Tune's."""
-
-    def checkpoint_dir(self) -> AbstractContextManager[str | None]:
-        from ray import tune
-
-        checkpoint = tune.get_checkpoint()
-        return checkpoint.as_directory() if checkpoint is not None else nullcontext(None)
-
-    def report(self, metrics: dict[str, Any], save: Callable[[str], None]) -> None:
-        import ray
-        from ray import tune
-
-        # The node is reported so that the leaderboard's trials can be traced to their machines.
-        metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
-        with tempfile.TemporaryDirectory() as d:
-            save(d)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-
-
 @dataclass
 class BareReporter:
     """The same trial without Tune (benchmarks): keeps each epoch's metrics and end time
@@ -535,14 +235,6 @@ def trial_spec(cfg: Any, groups: dict[str, Any] | None = None) -> dict[str, Any]
     s, res = cfg.search, cfg.resources
     return {"cpu": res["cpu"], "gpu": res["gpu"], "seed": cfg.train["seed"], "max_epochs": s["max_epochs"],
             "metric": s["metric"], "groups": groups or {}}
-
-
-def train_trial(config: dict[str, Any], data: dict[str, TrialData | list[TrialData]],
-                spec: dict[str, Any]) -> None:
-    """Tune function trainable: :func:`run_trial` reporting to Tune."""
-    # Tune logs a line per saved checkpoint from every worker; the driver reports progress instead.
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    run_trial(config, data, spec, TuneReporter())
 
 
 def run_trial(config: dict[str, Any], data: dict[str, TrialData | list[TrialData]], spec: dict[str, Any],
@@ -741,7 +433,8 @@ def load_checkpoint_model(path: str, data: TrialData | list[TrialData], config: 
     if plan.classical:
         import joblib
 
-        state = joblib.load(os.path.join(path, CLASSICAL_FILE))
+        with old_module_paths():  # a checkpoint of a search started before the package moved
+            state = joblib.load(os.path.join(path, CLASSICAL_FILE))
         return ClassicalModel(state["estimators"], len(folds[0].classes),
                               plan.train.get("aggregation", "mean"))
     state = torch.load(os.path.join(path, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
@@ -751,3 +444,4 @@ def load_checkpoint_model(path: str, data: TrialData | list[TrialData], config: 
         model.load_state_dict(m_state)
         models.append(model.eval())
     return models[0] if len(models) == 1 else Ensemble(models).eval()
+

@@ -1,9 +1,10 @@
-"""The registered model: a :class:`~genre_ray.classifier.SongClassifier` served through MLflow's pyfunc.
+"""The registered model: a :class:`~genre_ray.serving.classifier.SongClassifier` served through MLflow's pyfunc.
 
 :class:`GenrePyfunc` is the classifier as an MLflow pyfunc model: the registered ``genre-<task>``
 version. It carries the ``genre_ray`` package as code, so it loads where genre_ray is not installed,
 and it never imports Ray. The classifier itself (decoding, features, prediction, saving) lives in
-:mod:`genre_ray.classifier`, which does not import MLflow.
+:mod:`genre_ray.serving.classifier`, which does not import MLflow. This module is the MLflow side
+of serving (only :mod:`genre_ray.tracking` imports MLflow); :mod:`genre_ray.serving` re-exports it.
 
 Models trained on a feature table or on images (``kind`` ``table`` or ``image``) cannot hear audio:
 their pyfunc takes feature rows, ``(n, *input_shape)`` float32, and gives one prediction per row.
@@ -22,12 +23,12 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from genre_ray.classifier import META_FILE, NON_AUDIO_KINDS, ServingError, SongClassifier
+from genre_ray.serving.classifier import META_FILE, NON_AUDIO_KINDS, ServingError, SongClassifier
 
 __all__ = ["NON_AUDIO_KINDS", "GenrePyfunc", "ServingError", "SongClassifier", "load", "log_model",
            "requirements", "save_model", "signature", "version_tags"]
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # genre_ray/: carried as the model's code
 _ARTIFACT = "classifier"
 
 

@@ -2,7 +2,7 @@
 of checkpoints that a resumed search's snapshot names but Tune has since deleted, and the status
 table Tune prints as the search goes (:class:`SearchReporter`).
 
-Apart from :mod:`genre_ray.tuning` so that importing the search engine does not import Ray Tune:
+Apart from :mod:`genre_ray.search.tuning` so that importing the search engine does not import Ray Tune:
 a search must check its tracking server before anything heavy starts.
 """
 
@@ -15,7 +15,7 @@ from ray.tune import Callback, CLIReporter
 
 from genre_ray._ray_workarounds import repair_checkpoints
 from genre_ray.config import SearchConfig
-from genre_ray.report import stop_reason
+from genre_ray.search.report import stop_reason
 
 __all__ = ["SearchReporter", "StaleCheckpoints", "TrialRuns", "repair_checkpoints"]
 
@@ -23,7 +23,7 @@ log = logging.getLogger("genre_ray.search")
 
 
 #: Trackers of the searches running in this process, by Tune run name. The trial callback
-#: (:class:`genre_ray.trial_runs.TrialRuns`) is pickled into the experiment (``tuner.pkl``) without
+#: (:class:`genre_ray.search.trial_runs.TrialRuns`) is pickled into the experiment (``tuner.pkl``) without
 #: its tracker and finds it here, so a restored search logs to the tracker re-attached to its
 #: parent run, not to a stale copy.
 TRACKERS: dict[str, Any] = {}
@@ -44,7 +44,7 @@ class TrialRuns(Callback):
         return TRACKERS.get(self.run_name)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from genre_ray.spaces import resolve
+        from genre_ray.config.spaces import resolve
 
         if self.tracker is not None:
             self.tracker.start_trial(trial.trial_id, f"trial-{trial.trial_id}", trial.config)
@@ -89,7 +89,7 @@ class TrialRuns(Callback):
 
 class SearchReporter(CLIReporter):
     """Tune's status table of a search, at most every ``every`` seconds (see
-    :func:`genre_ray.tuning.progress_options`), its rows sorted by the objective.
+    :func:`genre_ray.search.tuning.progress_options`), its rows sorted by the objective.
 
     The last table is as compact as the others (ten trial rows): the search's own leaderboard
     follows it. Tune gives the objective and its mode through ``setup``, from the ``TuneConfig``.
