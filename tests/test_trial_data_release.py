@@ -53,12 +53,13 @@ def test_each_fit_frees_its_trial_data(ray_session: Any, tmp_path: Path) -> None
 def test_the_trainable_keeps_the_given_reference(ray_session: Any, tmp_path: Path) -> None:
     import ray._private.worker as worker
 
+    from genre_ray._ray_workarounds import holds
     from genre_ray.config import load_config
     from genre_ray.search import tuning
 
     cfg = load_config(SPACE, {"output.results_dir": str(tmp_path)})
     with tuning.trial_data({"logmel": np.zeros(10)}) as ref:
         tuning._trainable(cfg, ref, None)
-        held = [h for h in worker._post_init_hooks if tuning.holds(h, ref)]
+        held = [h for h in worker._post_init_hooks if holds(h, ref)]
         assert len(held) == 1, "with_parameters did not keep the reference trial_data gave (it put a copy)"
-    assert not any(tuning.holds(h, ref) for h in worker._post_init_hooks), "the registry's hook outlived it"
+    assert not any(holds(h, ref) for h in worker._post_init_hooks), "the registry's hook outlived it"
