@@ -2,11 +2,13 @@
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) and ``selenium``
 (the ``test`` extra); without them the test is skipped and says which is missing. The screenshot
-goes to ``results/mlflow_ui_model.png``.
+goes to the test's temporary folder; with ``GENRE_RAY_UPDATE_SCREENSHOT=1`` it replaces the README's
+``results/mlflow_ui_model.png`` (a test run never changes a tracked file otherwise).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 from _mlflow_server import ROOT, MlflowServer, searched_store
 
-SCREENSHOT = ROOT / "results" / "mlflow_ui_model.png"
+README_SCREENSHOT = ROOT / "results" / "mlflow_ui_model.png"
 
 # Headless, and nothing that reaches outside the machine (updates, sync, QUIC, first-run pages).
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
@@ -68,6 +70,7 @@ def test_model_page_shows_name_and_champion(chromium: tuple[str, str], store: tu
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    shot = tmp_path / "mlflow_ui_model.png"
     browser, driver_path = chromium
     results, info = store
     profile = tmp_path / "chromium-profile"
@@ -89,10 +92,11 @@ def test_model_page_shows_name_and_champion(chromium: tuple[str, str], store: tu
 
             WebDriverWait(driver, 40, poll_frequency=0.5,
                           ignored_exceptions=(StaleElementReferenceException,)).until(shown)
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            assert driver.save_screenshot(str(SCREENSHOT))
+            assert driver.save_screenshot(str(shot))
         finally:
             driver.quit()
     assert server.left_over == []
     assert _processes_using(str(profile)) == [], "Chromium processes left running"
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("GENRE_RAY_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, README_SCREENSHOT)
