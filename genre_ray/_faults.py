@@ -2,7 +2,8 @@
 
 ``GENRE_RAY_PAUSE_AT=<name>`` makes :func:`pause_point` with that name write the file named by
 ``GENRE_RAY_PAUSE_FILE`` (so the test knows the process got there) and then sleep until it is
-killed; ``GENRE_RAY_PAUSE_SKIP=n`` lets the first n passes through go on (kill at the third file). Without the variable a pause point costs one dictionary lookup. The named points are where
+killed; ``GENRE_RAY_PAUSE_SKIP=n`` lets the first n passes through go on (kill at the third file).
+Without the variable a pause point costs one dictionary lookup. The named points are where
 a kill would do the most harm: between writing a feature cache's data and its marker
 (``cache.before_marker``), between a tagging run's whole part and its name
 (``tag.part_before_replace``), between registering a model version and moving the champion alias

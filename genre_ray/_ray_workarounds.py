@@ -38,7 +38,7 @@ def unpin(ref: Any) -> int:
     hooks = worker._post_init_hooks
     hooks[:] = [h for h in hooks if not holds(h, ref)]
     gc.collect()  # handles in collectable cycles (a Tuner that failed) are not pins
-    core = worker.global_worker.core_worker
+    core = worker.global_worker.core_worker  # type: ignore[attr-defined]  # set when Ray connects
     counts = core.get_all_reference_counts()
     local = (counts.get(ref.hex().encode()) or counts.get(ref.binary()) or {}).get("local", 0)
     for _ in range(local - 1):  # one is ``ref`` itself, which frees the object when it goes
@@ -146,4 +146,4 @@ def raylet_socket_name() -> str:
     """The socket of this Ray session's raylet (no public API gives it)."""
     import ray._private.worker as worker
 
-    return str(worker._global_node.raylet_socket_name)  # noqa: SLF001
+    return str(worker._global_node.raylet_socket_name)  # type: ignore[attr-defined]  # noqa: SLF001

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_SKIPPED", "EXIT_STATUS", "EXIT_USAGE", "UsageError",
-           "add_set_option", "csv_source", "data_overrides", "data_source", "jsonable", "main", "parse_sets", "print_json", "prog", "run",
+           "add_set_option", "csv_source", "data_overrides", "data_source", "jsonable", "main", "parse_sets",
+           "print_json", "prog", "run",
            "stdout_to_stderr"]
 
 EXIT_OK = 0  #: done

@@ -1,13 +1,15 @@
 """Metrics, clip-to-song aggregation and plots. No Ray, no MLflow.
 
 Song level: the class probabilities of a song's clips are combined (mean, vote or max; the
-learned GRU/LSTM aggregator is in :mod:`genre_ray.training.aggregate`) and the song gets the arg-max. Every metric function takes integer class indices.
+learned GRU/LSTM aggregator is in :mod:`genre_ray.training.aggregate`) and the song gets the arg-max.
+Every metric function takes integer class indices.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -1,4 +1,7 @@
-"""``python -m genre_ray.predict``: the command line of :mod:`genre_ray.serving.predict` (also ``genre-ray predict``)."""
+"""``python -m genre_ray.predict``: the command line of :mod:`genre_ray.serving.predict`.
+
+The same as ``genre-ray predict``.
+"""
 
 import sys
 

@@ -127,8 +127,9 @@ def test_help_explains_every_option() -> None:
     out = subprocess.run([sys.executable, "-m", "genre_ray.search", "--help"], capture_output=True, text=True,
                          timeout=60, cwd=ROOT)
     assert out.returncode == 0
-    for option in ("--data", "--task", "--name", "--num-samples", "--max-concurrent", "--max-epochs", "--cpus-per-trial",
-                   "--gpus-per-trial", "--seed", "--results-dir", "--tracking-uri", "--promote", "--check"):
+    for option in ("--data", "--task", "--name", "--num-samples", "--max-concurrent", "--max-epochs",
+                   "--cpus-per-trial", "--gpus-per-trial", "--seed", "--results-dir", "--tracking-uri", "--promote",
+                   "--check"):
         assert option in out.stdout
 
 

@@ -58,9 +58,9 @@ def test_hostile_corpus_zero_crashes_zero_good_files_lost(tiny_demo: Path, tmp_p
     manifest, scan_skipped = folder_manifest(root)
     table = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=4)
     skipped = pd.concat([scan_skipped, table.skipped], ignore_index=True)
-    reasons = dict(zip(skipped["path"], skipped["reason"]))
+    reasons = dict(zip(skipped["path"], skipped["reason"], strict=True))
     assert skipped["reason"].notna().all() and (skipped["detail"].str.len() > 10).all()
-    by_sha = dict(zip(pipeline.content_hashes(manifest["path"].tolist()), manifest["path"]))
+    by_sha = dict(zip(pipeline.content_hashes(manifest["path"].tolist()), manifest["path"], strict=True))
     featurized = {by_sha[s] for s in set(table.clips["sha"])}
     for path, want in expected.items():
         if want is None:

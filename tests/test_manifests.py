@@ -69,7 +69,7 @@ def test_csv_manifest_resolves_paths_and_keeps_optional_columns(listed: Path,
     assert manifest["duration"].between(0.5, 0.7).all()
     assert all(os.path.isabs(p) for p in manifest["path"])
     assert "repeat a path" in caplog.text and "different label" in caplog.text
-    reasons = {Path(p).name: r for p, r in zip(skipped["path"], skipped["reason"])}
+    reasons = {Path(p).name: r for p, r in zip(skipped["path"], skipped["reason"], strict=True)}
     assert reasons == {"missing.wav": "missing", "broken.wav": "undecodable", "songs.csv:10": "no_path",
                        "unlabelled.wav": "no_label", "other.wav": "duplicate_song_id"}
     assert "2 rows repeat a path" in caplog.text
@@ -168,7 +168,7 @@ def test_fma_manifest_all_tracks(fma: tuple[Path, Path]) -> None:
     assert first["split"] == "training"
     assert manifest.set_index("song_id").loc["fma/155066", "artist"] == "Smith, Jane"
     assert manifest["duration"].between(0.5, 0.7).all()
-    reasons = dict(zip(skipped["path"].map(lambda p: Path(p).stem), skipped["reason"]))
+    reasons = dict(zip(skipped["path"].map(lambda p: Path(p).stem), skipped["reason"], strict=True))
     assert reasons == {"000020": "no_top_genre", "000140": "undecodable", "001000": "missing"}
     split, how = assign_splits(manifest, 0.2, 0.2, seed=0)
     assert how == "predefined" and set(split) == {"train", "val", "test"}

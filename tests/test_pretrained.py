@@ -219,7 +219,8 @@ def test_pretrained_model_trains_what_finetune_says(finetune: str) -> None:
                         finetune=finetune)
     trainable = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone")}
     assert trainable == {"frozen": set(), "last": {"bn_pool", "dense", "bn_dense"},
-                         "all": {n.split(".")[1] for n, _ in model.named_parameters() if n.startswith("backbone")}}[finetune]
+                         "all": {n.split(".")[1] for n, _ in model.named_parameters()
+                                 if n.startswith("backbone")}}[finetune]
     before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     x = torch.from_numpy(_reference()["inputs"][:3]).transpose(1, 2)

@@ -120,7 +120,8 @@ def test_the_winner_is_refitted_on_every_non_test_song_and_that_model_is_registe
     dev = int((splits["split"] != "test").sum())
     assert first["refit"]["songs"] == dev and first["refit"]["of_trial"] == first["leaderboard"].loc[0, "trial_id"]
     board = first["leaderboard"]
-    assert first["refit"]["epochs"] == int(board.loc[board["trial_id"] == first["refit"]["of_trial"], "best_epoch"].iloc[0])
+    of_trial = board["trial_id"] == first["refit"]["of_trial"]
+    assert first["refit"]["epochs"] == int(board.loc[of_trial, "best_epoch"].iloc[0])
     summary = (Path(first["out_dir"]) / "summary.md").read_text()
     assert f"refitted on all {dev} non-test songs" in summary
     client = mlflow.MlflowClient(f"sqlite:///{searched['results'] / 'mlflow.db'}")

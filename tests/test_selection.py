@@ -84,9 +84,11 @@ def _classifiers():
 
     classes = ["blues", "jazz", "rock"]
     a = SongClassifier(Fixed([0.6, 0.4, 0.0]), classes, "stats",
-                       FeatureSettings(kinds=("stats",), sample_rate=8000, clip_seconds=1.0, n_mfcc=8, n_mels=32, n_fft=256, hop_length=128))
+                       FeatureSettings(kinds=("stats",), sample_rate=8000, clip_seconds=1.0, n_mfcc=8, n_mels=32,
+                                       n_fft=256, hop_length=128))
     b = SongClassifier(Fixed([0.0, 0.7, 0.3]), classes, "mfcc",
-                       FeatureSettings(kinds=("mfcc",), sample_rate=11025, clip_seconds=2.0, n_mfcc=8, n_mels=32, n_fft=512, hop_length=256))
+                       FeatureSettings(kinds=("mfcc",), sample_rate=11025, clip_seconds=2.0, n_mfcc=8, n_mels=32,
+                                       n_fft=512, hop_length=256))
     return a, b, classes
 
 

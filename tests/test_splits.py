@@ -48,7 +48,7 @@ def test_duplicate_song_ids_are_refused() -> None:
 def _with_artists(per_class: dict[str, int], songs_per_artist: int) -> pd.DataFrame:
     songs = _songs(per_class)
     songs["artist"] = [f"{label}-artist-{i // songs_per_artist}" for label, i in
-                       zip(songs["label"], songs.groupby("label").cumcount())]
+                       zip(songs["label"], songs.groupby("label").cumcount(), strict=True)]
     return songs
 
 

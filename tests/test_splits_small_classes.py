@@ -15,7 +15,7 @@ def test_folds_on_classes_smaller_than_k_are_balanced_and_keep_every_class_in_tr
     assert sorted(np.bincount(folds)) == [4, 4, 4, 4, 4]
     for f in range(5):
         assert set(songs["label"][folds != f]) == set(songs["label"])  # each genre still trains
-    for label, group in songs.groupby("label"):
+    for _label, group in songs.groupby("label"):
         assert len(set(folds[group.index])) == 2  # its two songs validate in different folds
     assert np.array_equal(folds, song_folds(songs, 5, seed=0))
     assert not np.array_equal(folds, song_folds(songs, 5, seed=1))

@@ -76,7 +76,7 @@ def library(tmp_path: Path) -> Path:
 
 
 def rows_by_name(manifest: pd.DataFrame) -> dict[str, dict]:
-    return {Path(p).name: row for p, row in zip(manifest["path"], manifest.to_dict("records"))}
+    return {Path(p).name: row for p, row in zip(manifest["path"], manifest.to_dict("records"), strict=True)}
 
 
 def test_tags_with_mapping_label_artist_album(library: Path) -> None:
@@ -100,7 +100,7 @@ def test_tags_with_mapping_label_artist_album(library: Path) -> None:
 
 def test_skipped_reasons_and_unmapped_report(library: Path) -> None:
     _, skipped, unmapped = tag_manifest(library, MAPPING)
-    reasons = {Path(p).name: r for p, r in zip(skipped["path"], skipped["reason"])}
+    reasons = {Path(p).name: r for p, r in zip(skipped["path"], skipped["reason"], strict=True)}
     assert reasons == {"none.mp3": "no_genre_tag", "plain.wav": "no_genre_tag", "odd.mp3": "unmapped_genre",
                        "odd2.mp3": "unmapped_genre", "broken.mp3": "undecodable"}
     assert (skipped["stage"] == "scan").all() and skipped["detail"].str.len().gt(20).all()

@@ -70,7 +70,7 @@ def unique_song_ids(rel_paths: Iterable[str]) -> list[str]:
     rels = list(rel_paths)
     stems = [os.path.splitext(r)[0] for r in rels]
     counts = pd.Series(stems, dtype=object).value_counts()
-    return [rel if counts[stem] > 1 else stem for rel, stem in zip(rels, stems)]
+    return [rel if counts[stem] > 1 else stem for rel, stem in zip(rels, stems, strict=True)]
 
 
 def none_for_missing(table: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
@@ -179,12 +179,15 @@ def csv_manifest(csv_path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     csv_path = Path(csv_path).expanduser().resolve()
     table = _one_row_per_path(_read_csv(csv_path), csv_path)
     extra = [c for c in ("album", "split") if c in table.columns]
-    rows, skipped, seen_ids = [], [], set()
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    seen_ids: set[str] = set()
     for rec in table.to_dict("records"):
         row, bad = _csv_row(rec, csv_path, seen_ids)
         if bad is not None:
             skipped.append(bad)
             continue
+        assert row is not None  # a record gives a row or the reason it has none
         seen_ids.add(row["song_id"])
         rows.append({**row, **{c: _clean(rec.get(c)) for c in extra}})
     return finish_manifest(rows, skipped, str(csv_path), extra)
@@ -317,13 +320,14 @@ def fma_manifest(tracks_csv: str | Path, audio_dir: str | Path,
         raise CollectionError(f"{audio_dir}: FMA audio folder not found; "
                               "pass the folder that holds 000/, 001/, ...")
     cols = {key: [_clean(v) for v in tracks[col].tolist()] for key, col in _FMA_COLUMNS.items()}
-    rows, skipped = [], []
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     for i, track_id in enumerate(tracks.index):
         meta = {key: values[i] for key, values in cols.items()}
         row, bad = _fma_row(int(track_id), meta, audio_dir, subset)
         if bad is not None:
             skipped.append(bad)
-        else:
+        elif row is not None:
             rows.append(row)
     log.info("%s: %d FMA tracks in subset %s, %d usable", tracks_csv, len(tracks), subset or "full",
              len(rows))

@@ -83,7 +83,7 @@ def split_report(songs: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
 
 def split_id(song_ids: pd.Series, split: pd.Series) -> str:
     """A short fingerprint of which song is in which split (test scores compare only if equal)."""
-    pairs = sorted(zip(song_ids.astype(str), split.astype(str)))
+    pairs = sorted(zip(song_ids.astype(str), split.astype(str), strict=True))
     return hashlib.sha256(repr(pairs).encode()).hexdigest()[:16]
 
 

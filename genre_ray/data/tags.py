@@ -280,8 +280,12 @@ def scan_tags(root: str | Path, mapping: str | Path | Mapping[Any, Any] | None =
     rules = load_mapping(mapping)
     files = walk_audio(root)
     ids = unique_song_ids(p.relative_to(root).as_posix() for p in files)
-    rows, skipped, labels, spelling, unmapped = [], [], {}, {}, Counter()
-    for path, song_id in zip(files, ids):
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    labels: dict[str, str] = {}
+    spelling: dict[str, str] = {}
+    unmapped: Counter[str] = Counter()
+    for path, song_id in zip(files, ids, strict=True):
         duration, info, bad = _read_one(path)
         label = None if info is None else _label(info, rules, labels)
         if info is not None and label is None and rules is not None:
@@ -293,6 +297,7 @@ def scan_tags(root: str | Path, mapping: str | Path | Mapping[Any, Any] | None =
         if bad is not None:
             skipped.append(bad)
             continue
+        assert info is not None  # _read_one gives the tags or the reason there are none
         rows.append({"path": str(path), "song_id": song_id, "artist": info.artist, "label": label,
                      "duration": duration, "album": info.album, "raw_genres": "; ".join(info.genres)})
     manifest = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS, *TAG_COLUMNS])

@@ -86,7 +86,8 @@ def write_summary(path: Path, info: dict[str, Any]) -> Path:
         f"Song-level accuracy **{t['acc']:.4f}**, balanced accuracy {t['bacc']:.4f} and macro-F1 "
         f"{t['f1']:.4f}" + (f", ROC-AUC {t['auc']:.4f}" if "auc" in t else "") + " on the **test split of "
         f"{info['test_songs']} songs** ({info['test_clips']} clips"
-        + (f"; clip-level accuracy {t['clip_acc']:.4f}" if "clip_acc" in t else "") + f"). A majority-class guess scores {info['baseline']['acc']:.4f} on the "
+        + (f"; clip-level accuracy {t['clip_acc']:.4f}" if "clip_acc" in t else "") \
+        + f"). A majority-class guess scores {info['baseline']['acc']:.4f} on the "
         "same songs.",
         *(["", f"The model scored and registered: {info['scored_model']}."] if info.get("scored_model") else []),
         *_zero_shot_lines(info.get("zero_shot")),
@@ -129,14 +130,16 @@ def selection_lines(info: dict[str, Any]) -> list[str]:
     The summary file and the command line print the same lines.
     """
     lines: list[str] = []
-    single, ens = info.get("single"), info.get("ensemble")
+    single: dict[str, Any] = info.get("single") or {}
+    ens = info.get("ensemble")
     oof = info.get("suspects", {}) or {}
     n_val = oof.get("songs")
     where = f"{n_val} out-of-fold validation songs" if n_val else "the validation songs"
     if ens:
         members = ", ".join(f"{m['trial_id']} ({m['model']} on {m['kind']}, weight {m['weight']:.2f})"
                             for m in ens["members"])
-        verdict = "chosen and registered" if ens["chosen"] else "not chosen: it did not beat the best trial on validation"
+        verdict = "chosen and registered" if ens["chosen"] else \
+            "not chosen: it did not beat the best trial on validation"
         sv = ens["best_single_val"]
         lines.append(f"- Ensemble (greedy selection over the {ens['candidates']} best trials): {members}; "
                      f"validation song accuracy {ens['val'][0]:.4f} (log loss {ens['val'][1]:.3f}) against the "

@@ -68,6 +68,8 @@ def _collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.Data
         if source == "demo":
             root = path or results / "demo_collection"
             return folder_manifest(ensure_demo_collection(root, DemoSpec(**data["demo"])))
+        if path is None:  # the config refuses this; a caller that built one by hand gets the key
+            raise CollectionError(f"data.path: required for data.source {source}, got null")
         if source == "folder":
             return folder_manifest(path)
         if source == "tags":
@@ -477,7 +479,8 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
                 "errors": int((board["stopped"] == "error").sum())},
         resumed=state is not None,
         disk={"experiment": describe(experiment), "experiment_bytes": disk_usage(experiment),
-              "checkpoints": _count_checkpoints(experiment), "cache_bytes": sum(disk_usage(c) for c in str(table.cache_path).split(", "))})
+              "checkpoints": _count_checkpoints(experiment),
+              "cache_bytes": sum(disk_usage(c) for c in str(table.cache_path).split(", "))})
     return summary
 
 
@@ -657,7 +660,7 @@ def zero_shot(cfg: SearchConfig, arrays: dict[str, Any]) -> dict[str, Any] | Non
     val_p = np.concatenate([zero_shot_probs(f.x_val[:, cols], f.val_song, len(f.y_val_song), matrix) for f in folds])
     test = arrays["test"][kind]
     test_p = zero_shot_probs(test["x"][:, cols], test["song"], len(test["y_song"]), matrix)
-    covered = [c for c, used in zip(classes, matrix.any(axis=0), strict=True) if used]
+    covered = [c for c, used in zip(classes, np.asarray(matrix.any(axis=0)), strict=True) if used]
     return {"kind": kind, "mapping": str(mapping), "classes_covered": covered,
             "val_acc": classification_scores(val_y, val_p)["acc"], "val_songs": int(len(val_y)),
             "test_acc": classification_scores(test["y_song"], test_p)["acc"],
@@ -842,10 +845,11 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, by_tri
     probs, scores = _song_scores(model, test)
     ens = _ensemble(cfg, board, by_trial, arrays)  # with search.ensemble <= 1: only the best trial's out-of-fold
     own = ens is not None and _trial_id(ens["results"][0]) == _trial_id(best)
-    single = {"trial_id": _trial_id(best), "val": score(ens["oof"][0], arrays["oof_y"]) if own else None,
+    single = {"trial_id": _trial_id(best),
+              "val": score(ens["oof"][0], arrays["oof_y"]) if own and ens is not None else None,
               "test": scores}
     ensemble: dict[str, Any] | None = None
-    oof_final = ens["oof"][0] if own else None
+    oof_final = ens["oof"][0] if own and ens is not None else None
     info = {"task": task, "registered_model": cfg.tracking["registered_model"] or f"genre-{task}",
             "search": cfg.name, "split_id": sid, "feature_cache_key": cache_key}
     if ens is not None and len(ens["choice"].weights) > 1:
@@ -853,13 +857,15 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, by_tri
         members = [(results[i], w) for i, w in choice.weights.items()]
         member_ids = [_trial_id(r) for r, _ in members]
         ensemble = {"members": [{"trial_id": t, "weight": round(w, 4), "model": resolve(r.config).model,
-                                 "kind": resolve(r.config).kind} for t, (r, w) in zip(member_ids, members, strict=True)],
+                                 "kind": resolve(r.config).kind}
+                                for t, (r, w) in zip(member_ids, members, strict=True)],
                     "val": choice.ensemble_score, "best_single_val": choice.best_score,
                     "chosen": choice.beats_best, "candidates": len(results)}
         if choice.beats_best:  # the members' final models (refitted), mixed: this is what is registered
             finals = [final_model(r) for r, _ in members]
             mixed = mix([_test_probs(m, arrays["test"][resolve(r.config).kind])
-                         for (m, _), (r, _) in zip(finals, members, strict=True)], dict(enumerate(choice.weights.values())))
+                         for (m, _), (r, _) in zip(finals, members, strict=True)],
+                        dict(enumerate(choice.weights.values())))
             ensemble["test_from"] = "the members' final models" + (" (refitted)" if cfg.search["refit"] else "")
         else:  # reported beside the single model, from the trials' own models (no refit spent on it)
             mixed = mix([_test_probs(ens["models"][i], arrays["test"][resolve(results[i].config).kind])
@@ -892,7 +898,7 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, by_tri
     chosen_ensemble = ensemble is not None and ensemble["chosen"]
     refitted = bool(refits) and all(r is not None for r in refits.values())
     tags = {"search": cfg.name, "model": "ensemble" if chosen_ensemble else plan.model, "refit": str(refitted).lower()}
-    if chosen_ensemble:
+    if chosen_ensemble and ensemble is not None:
         tags["members"] = json.dumps(ensemble["members"])
         tags["input"] = "audio (path, or waveform + sample_rate) -> each member's clips" if classifier.audio \
             else f"{plan.kind} rows, float32"

@@ -102,7 +102,8 @@ def greedy_ensemble(candidates: list[np.ndarray], y: np.ndarray, rounds: int = 2
 
 def mix(candidates: list[np.ndarray], weights: dict[int, float]) -> np.ndarray:
     """The weighted mean of the candidates' probabilities."""
-    return sum(w * np.asarray(candidates[i], dtype=np.float64) for i, w in weights.items())
+    parts = [w * np.asarray(candidates[i], dtype=np.float64) for i, w in weights.items()]
+    return np.sum(parts, axis=0)
 
 
 def suspect_labels(songs: pd.DataFrame, probs: np.ndarray, y: np.ndarray, classes: list[str],

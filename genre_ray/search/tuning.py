@@ -231,7 +231,8 @@ def parameter_columns(cfg: SearchConfig) -> dict[str, str]:
     return short if len(set(short.values())) == len(short) else {n: n for n in names}
 
 
-def restore(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment: str, groups: dict[str, Any] | None = None) -> Any:
+def restore(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment: str,
+            groups: dict[str, Any] | None = None) -> Any:
     """The Tuner of an interrupted search, restored from its experiment folder (local or URI).
 
     Tune restores the trials, the ASHA scheduler and the Optuna searcher (its study with every

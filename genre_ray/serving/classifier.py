@@ -1,7 +1,8 @@
 """A trained model with all that prediction needs: audio files or waveforms in, genres out.
 
 :class:`SongClassifier` holds a trained model (a :class:`~genre_ray.training.wrappers.Standardized` network, a
-fold :class:`~genre_ray.training.wrappers.Ensemble` or a :class:`~genre_ray.training.wrappers.ClassicalModel`), the feature
+fold :class:`~genre_ray.training.wrappers.Ensemble` or a
+:class:`~genre_ray.training.wrappers.ClassicalModel`), the feature
 settings, the class names, the song aggregation (the learned GRU/LSTM included) and where it came
 from (split, feature cache, task, test score). It turns audio files or waveforms at any sample rate
 into per-song genre probabilities and a per-clip timeline.

@@ -409,12 +409,14 @@ class Tracker:
         if self.parent_id is None or not self.ok:
             return None
         if self.backlog and not self._flush():
-            return self._defer_register(classifier, name, test_score, split_id, version_tags, promote)
+            self._defer_register(classifier, name, test_score, split_id, version_tags, promote)
+            return None
         try:
             return self._attempt(self._register, (classifier, name, test_score, split_id, version_tags, promote), {})
         except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop a search
             if _outage(exc):
-                return self._defer_register(classifier, name, test_score, split_id, version_tags, promote)
+                self._defer_register(classifier, name, test_score, split_id, version_tags, promote)
+                return None
             self.ok = False
             log.warning("MLflow register model failed at %s (%s); the search goes on, results/ has everything, "
                         "but later tracking calls are skipped", self.uri, exc)

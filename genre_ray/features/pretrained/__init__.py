@@ -29,7 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAYERS", "MIN_CLIP_SECONDS", "MSD_LABELS", "MTT_LABELS", "NETWORKS", "POOLS", "SAMPLE_RATE", "WEIGHTS_DIR", "Network", "clip_error", "embed",
+__all__ = ["LAYERS", "MIN_CLIP_SECONDS", "MSD_LABELS", "MTT_LABELS", "NETWORKS", "POOLS", "SAMPLE_RATE", "WEIGHTS_DIR",
+           "Network", "clip_error", "embed",
            "embedding_dim", "layer_error", "load_network"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

@@ -39,7 +39,7 @@ def _same_time(k: int) -> tuple[int, int, int, int]:
     return 0, 0, (k - 1) // 2, k - 1 - (k - 1) // 2
 
 
-def _band_max(conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _band_max(conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``max over bands of bn(relu(conv(x)))``, as ``(B, C, T)``.
 
     With batch norm in inference mode, ``bn(relu(.))`` is monotone in each channel (increasing
@@ -87,9 +87,11 @@ class Musicnn(nn.Module):
         """``(batch, 187, 96)`` patches -> logits, taggram, penultimate, mean_pool, max_pool, cnn1."""
         x = self.bn_in(x.unsqueeze(1))  # (B, 1, T, F)
         padded = F.pad(x, (0, 0, 3, 3))
-        front = [_band_max(conv, bn, padded) for conv, bn in zip(self.timbral, self.timbral_bn, strict=True)]
+        # ModuleList items are typed as Module: the ignores below say they are the convs and batch norms
+        front = [_band_max(conv, bn, padded)  # type: ignore[arg-type]
+                 for conv, bn in zip(self.timbral, self.timbral_bn, strict=True)]
         for k, conv, bn in zip(self.temporal_kernels, self.temporal, self.temporal_bn, strict=True):
-            front.append(_band_max(conv, bn, F.pad(x, _same_time(k))))
+            front.append(_band_max(conv, bn, F.pad(x, _same_time(k))))  # type: ignore[arg-type]
         feats = [torch.cat(front, dim=1)]  # (B, 561, T)
         h = feats[0]
         for i, (conv, bn) in enumerate(zip(self.mid, self.mid_bn, strict=True)):
