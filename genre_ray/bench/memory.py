@@ -103,11 +103,18 @@ def _ppid(pid: str) -> int:
     return -1
 
 
+def raylet_socket() -> str:
+    """The socket of this node's raylet in the running Ray session, from Ray's public node table
+    (``ray.nodes()``, the entry of this driver's node)."""
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    return next(str(n["RayletSocketName"]) for n in ray.nodes() if n["NodeID"] == here)
+
+
 def ray_worker_pids() -> list[int]:
     """Process ids of this Ray session's worker processes: the children of its raylet."""
-    from genre_ray._ray_workarounds import raylet_socket_name
-
-    socket = raylet_socket_name()
+    socket = raylet_socket()
     raylets, children = set(), {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:

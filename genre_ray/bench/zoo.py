@@ -64,17 +64,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace, runs: Path, which: str, manifest: Path | None = None) -> dict[str, Any]:
     from genre_ray.config import SMOKE_OVERRIDES
-    from genre_ray.search import _task_name
+    from genre_ray.search import task_name
 
     out: dict[str, Any] = dict(SMOKE_OVERRIDES) if args.smoke else {}
     out.update({"output.results_dir": str(runs), "tracking.uri": f"sqlite:///{runs / 'mlflow.db'}",
                 "split.seed": args.seed, "search.seed": args.seed, "name": f"{which}", "task": "bench"})
     if args.data:
         out.update(data_overrides(args.data))
-        out["task"] = f"bench-{_task_name(str(Path(args.data).with_suffix('')))}"
+        out["task"] = f"bench-{task_name(str(Path(args.data).with_suffix('')))}"
     if manifest is not None:  # one outer fold: the collection as a manifest whose split column holds its test songs
         out.update({"data.source": "csv", "data.path": str(manifest), "name": f"{which}_{manifest.stem}"})
-    out["split.folds"] = args.folds or (None if args.smoke else "auto")  # the same split for every search, whatever its YAML says
+    # The same split for every search, whatever its YAML says.
+    out["split.folds"] = args.folds or (None if args.smoke else "auto")
     samples = {"zoo": args.zoo_samples, "zoo_scratch": args.zoo_samples, "svm": args.svm_samples,
                "embeddings": args.embeddings_samples}[which]
     if samples:
@@ -94,16 +95,16 @@ def _scratch_kinds(zoo: str) -> list[str]:
 
     kind = (yaml.safe_load(Path(zoo).read_text(encoding="utf-8")).get("features") or {}).get("kind")
     kinds = kind["choice"] if isinstance(kind, dict) and "choice" in kind else [kind or "logmel"]
-    return [k for k in kinds if k not in NETWORKS] or ["logmel"]
+    return [str(k) for k in kinds if k not in NETWORKS] or ["logmel"]
 
 
 def _verdict(what: str, a: dict[str, Any], b: dict[str, Any], b_name: str, folds: int | None) -> str:
     margin = a["test_song_acc"] - b["test_song_acc"]
+    outer = str(a["split_id"]).count("+") + 1
+    split = f"split `{a['split_id']}`" if outer == 1 else f"{outer} outer song folds, every song a test song once"
     return (f"{what} **{'beats' if margin > 0 else 'does not beat'}** {b_name} on the same {a['test_songs']} "
             f"test songs: test song accuracy {a['test_song_acc']:.4f} against {b['test_song_acc']:.4f} "
-            f"({margin:+.4f}); " + (f"split `{a['split_id']}`" if "+" not in str(a["split_id"]) else
-                                    f"{str(a['split_id']).count('+') + 1} outer song folds, every song a test song once")
-            + (f", {folds}-fold cross-validation for all" if folds else ""))
+            f"({margin:+.4f}); " + split + (f", {folds}-fold cross-validation for all" if folds else ""))
 
 
 def gridsearch_baseline(cfg: Any, out_dir: Path, seed: int = 0) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 from genre_ray import cli
 from genre_ray.config import SMOKE_OVERRIDES, ConfigError, SearchConfig, load_config
 
-__all__ = ["build_parser", "main", "run_search"]
+__all__ = ["build_parser", "main", "run_search", "task_name"]
 
 log = logging.getLogger("genre_ray.search")
 
@@ -98,13 +98,17 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.update(cli.data_overrides(args.data, sets.get("data.source")))
         source = out["data.source"]
         # Another collection is another task: never register it over the demo's champion.
-        out["task"] = _task_name(args.data if source == "folder" else str(Path(args.data).with_suffix("")))
+        out["task"] = task_name(args.data if source == "folder" else str(Path(args.data).with_suffix("")))
     if args.task:
         out["task"] = args.task
     return {**out, **sets}
 
 
-def _task_name(folder: str) -> str:
+def task_name(folder: str) -> str:
+    """The task that ``--data FOLDER`` names: the folder's (or a URI path's) last part, made safe for
+    an MLflow experiment and a registered model name (``~/music/gtzan`` -> ``gtzan``,
+    ``s3://bucket/music/gtzan?...`` -> ``gtzan``, ``gs://bucket/`` -> ``bucket``); ``collection``
+    when nothing is left."""
     from urllib.parse import urlsplit
 
     from genre_ray.storage import is_uri
@@ -114,6 +118,9 @@ def _task_name(folder: str) -> str:
         else Path(folder).expanduser().resolve().name
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-")
     return name or "collection"
+
+
+_task_name = task_name  # its name before it was public (tests/test_storage.py imports it)
 
 
 def main(argv: list[str] | None = None) -> int:
