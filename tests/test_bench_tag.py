@@ -22,16 +22,35 @@ def test_the_subcommand_is_registered() -> None:
 
 
 def test_steady_rate_is_measured_in_the_actors_from_the_first_call_to_the_last() -> None:
-    from genre_ray.serving.tag import TagSummary
+    from genre_ray.bench.tag import call_rates
 
     # 160 rows; the run started at 100.0, the first call at 105.0, the last call ended at 107.0
-    s = TagSummary(Path("x"), 160, 0, predicted=160, workers=2, arrivals=[(5.5, 32), (5.6, 128)],
-                   started=100.0, first_call=105.0, last_call_end=107.0)
-    assert s.first_rows_s == 5.5 and s.startup_s == 5.0 and s.steady_songs_per_s == pytest.approx(80.0)
-    assert np.isnan(TagSummary(Path("x"), 0, 0).steady_songs_per_s)  # nothing predicted: no rate
+    calls = [(105.5, 106.0, 32), (105.0, 106.5, 64), (106.0, 107.0, 64)]
+    assert call_rates(calls, 100.0) == (pytest.approx(80.0), 5.0)
+    assert all(np.isnan(x) for x in call_rates([], 100.0))  # no call: no rate
     m = Method("tag", 160, runs=[6.0, 7.0, 8.0], steady_runs=[150.0, 160.0, 170.0], startup_runs=[1, 2, 9])
     assert m.songs_per_s == pytest.approx(160 / 7.0) and m.steady == 160.0 and m.startup_s == 2
     assert Method("loop", 100, runs=[5.0]).steady == pytest.approx(20.0)
+
+
+def test_tags_own_summary_measures_the_steady_rate_as_the_rows_arrive() -> None:
+    from genre_ray.serving.tag import TagSummary
+
+    # rows came back at 5.5 s (32), 6.5 s (64) and 7.5 s (64): 128 rows in the 2 s after the first
+    s = TagSummary(Path("x"), 160, 0, predicted=160, workers=2, arrivals=[(5.5, 32), (6.5, 64), (7.5, 64)])
+    assert s.first_rows_s == 5.5 and s.steady_songs_per_s == pytest.approx(64.0)
+    assert np.isnan(TagSummary(Path("x"), 32, 0, predicted=32, arrivals=[(5.5, 32)]).steady_songs_per_s)
+    assert np.isnan(TagSummary(Path("x"), 0, 0).steady_songs_per_s)  # nothing predicted: no rate
+
+
+def test_the_timed_actors_are_tags_own_predictor_for_the_run_only(ray_session: Any) -> None:
+    from genre_ray.bench._timed_tag import TimedPredictor, timed_calls
+    from genre_ray.serving import tag
+
+    original = tag.Predictor
+    with timed_calls() as calls:
+        assert tag.Predictor is TimedPredictor and issubclass(TimedPredictor, original)
+    assert tag.Predictor is original and calls == []  # restored; no call was made
 
 
 def test_the_paired_ratio_is_the_median_of_runs_done_back_to_back() -> None:

@@ -97,7 +97,7 @@ def test_a_failed_pass_ends_its_progress_without_a_done_line(tmp_path: Path,
 
 
 def _fake_batches(listing: Any, classes: list[str], per_batch: int) -> Any:
-    """What the tagging dataset yields: prediction rows with the actor-call times, a few at a time."""
+    """What the tagging dataset yields: prediction rows, a few at a time."""
     class Dataset:
         def iter_batches(self, **kwargs: Any) -> Any:
             for i in range(0, len(listing), per_batch):
@@ -107,10 +107,7 @@ def _fake_batches(listing: Any, classes: list[str], per_batch: int) -> Any:
                         "mtime_ns": part["mtime_ns"].tolist(), "genre": [classes[0]] * len(part),
                         "confidence": [1.0] * len(part), "error": [None] * len(part),
                         **{f"prob_{c}": [float(c == classes[0])] * len(part) for c in classes}}
-                table = pa.Table.from_pydict(rows, schema=tag._schema(classes))
-                for name in tag._TIMES:
-                    table = table.append_column(name, pa.array(np.full(len(part), time.time())))
-                yield table
+                yield pa.Table.from_pydict(rows, schema=tag._schema(classes))
     return Dataset()
 
 

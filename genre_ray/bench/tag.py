@@ -119,6 +119,17 @@ class Run:
 
 # ------------------------------------------------------------------------------------------ timing
 
+def call_rates(calls: list[tuple[float, float, int]], started: float) -> tuple[float, float]:
+    """Songs/s once running (the rows, over the first call's start to the last call's end: every
+    worker's idle tail included) and the start-up (``started`` to the first call's start), from
+    the calls of :func:`genre_ray.bench._timed_tag.timed_calls`; NaN without calls."""
+    if not calls:
+        return float("nan"), float("nan")
+    first, last = min(c[0] for c in calls), max(c[1] for c in calls)
+    rows = sum(c[2] for c in calls)
+    return (rows / (last - first) if last > first else float("nan")), first - started
+
+
 def _same_code(model: Any) -> None:
     """Refuse a loop that would run other decoding code than tag (a model's packaged copy of genre_ray)."""
     from genre_ray.serving import classifier
@@ -151,14 +162,17 @@ def time_tag(library: Path, uri: str, tracking: str, workers: int, batch_files: 
     from genre_ray.serving.tag import run_tag
 
     load = load_average()
-    with tempfile.TemporaryDirectory(dir=scratch) as tmp, StealMeter() as steal:
-        t0 = time.perf_counter()
+    from genre_ray.bench._timed_tag import timed_calls
+
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp, timed_calls() as calls, StealMeter() as steal:
+        started, t0 = time.time(), time.perf_counter()
         table, summary = run_tag(library, uri, Path(tmp) / "predictions.parquet", tracking_uri=tracking,
                                  workers=workers, batch_files=batch_files)
         seconds = time.perf_counter() - t0
     if table["error"].notna().any():
         log.warning("%d files failed: %s", table["error"].notna().sum(), summary.failed)
-    return Run(seconds, summary.steady_songs_per_s, summary.startup_s, load, steal.fraction)
+    steady, startup = call_rates(calls, started)
+    return Run(seconds, steady, startup, load, steal.fraction)
 
 
 def _timed(method: Method, once: Any, max_load: float | None, max_steal: float | None,
@@ -251,8 +265,8 @@ def _targets(loop: Method, tags: dict[int, Method], ray_s: float) -> list[dict[s
                     "value": f"{value:.2f}x", "target": f">= {TARGET}x",
                     "met": "yes" if value >= TARGET else "no"})
     if len(tags) > 1:
-        pairs = (("whole run", top.songs_per_s, one.songs_per_s), ("steady", top.steady, one.steady))
-        for label, a, b in pairs:
+        scaling = (("whole run", top.songs_per_s, one.songs_per_s), ("steady", top.steady, one.steady))
+        for label, a, b in scaling:
             out.append({"ratio": f"{top.name} / {one.name}, {label} (scaling)", "value": f"{a / b:.2f}x",
                         "target": "", "met": ""})
     return out
@@ -373,7 +387,7 @@ def run_cli(args: argparse.Namespace) -> int:
     import ray
     import torch
 
-    from genre_ray.serving.tag import _ray_start, list_library
+    from genre_ray.serving.tag import list_library, ray_start
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -385,7 +399,7 @@ def run_cli(args: argparse.Namespace) -> int:
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        ray_s = _ray_start(max(workers))  # first: a model trained here runs its search in this Ray
+        ray_s = ray_start(max(workers))  # first: a model trained here runs its search in this Ray
         source, what, uri, tracking = _inputs(args, cache)
         paths = list_library(source)["path"].tolist()[: args.songs]
         for path in paths:  # the OS file cache is warm for every method alike

@@ -43,14 +43,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from genre_ray import cli
 from genre_ray._faults import pause_point
 
 __all__ = ["TagError", "TagSummary", "Predictor", "PartStore", "build_parser", "list_library", "load_model",
-           "main", "model_identity", "run_tag"]
+           "main", "model_identity", "ray_start", "run_tag"]
 
 log = logging.getLogger("genre_ray.tag")
 
@@ -60,7 +59,6 @@ KEY_COLUMNS = ["path", "size", "mtime_ns"]  # a file is done when a part has a r
 # them --batch-files at a time (4: the fastest forward-pass size measured there).
 _CALL_FILES = 32
 _STATE = "state.json"
-_TIMES = ("_call_start", "_call_end")  # wall-clock seconds of the actor call that made a row; not saved
 
 
 class TagError(RuntimeError):
@@ -84,11 +82,6 @@ class TagSummary:
     gpu_per_worker: float = 0.0
     #: (seconds since prediction started, rows) of every batch of rows as it arrived
     arrivals: list[tuple[float, int]] = field(default_factory=list)
-    #: wall-clock times (time.time()) of the run's start, and of the first actor call's start and
-    #: the last one's end, as the actors measured them
-    started: float = 0.0
-    first_call: float = math.inf
-    last_call_end: float = -math.inf
 
     @property
     def songs_per_s(self) -> float:
@@ -102,15 +95,14 @@ class TagSummary:
 
     @property
     def steady_songs_per_s(self) -> float:
-        """The rate once running, measured in the actors: the rows predicted, over the time from the
-        first call's start to the last call's end (actor start-up and model loading are before it)."""
-        seconds = self.last_call_end - self.first_call
-        return self.predicted / seconds if self.predicted and 0 < seconds < math.inf else float("nan")
-
-    @property
-    def startup_s(self) -> float:
-        """Seconds from the run's start to the first actor call: model, Ray Data and actors starting."""
-        return self.first_call - self.started if self.started and self.first_call < math.inf else float("nan")
+        """The rate once running, as the rows arrived: the rows after the first batch, over the time
+        from the first batch to the last (actor start-up and model loading are before the first).
+        NaN with fewer than two batches."""
+        if len(self.arrivals) < 2:
+            return float("nan")
+        seconds = self.arrivals[-1][0] - self.arrivals[0][0]
+        rows = sum(n for _, n in self.arrivals[1:])
+        return rows / seconds if rows and seconds > 0 else float("nan")
 
     def text(self) -> str:
         gpu = f", {self.gpu_per_worker:g} GPU each" if self.gpu_per_worker else ""
@@ -227,15 +219,11 @@ class Predictor:
         self.schema = _schema(self.model.classes)
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
-        start = time.time()  # wall clock: comparable across the actors and the driver
         paths, step = batch["path"].tolist(), self.batch_files
         out = pd.concat([self._predict(paths[i:i + step]) for i in range(0, len(paths), step)])
         out = batch[KEY_COLUMNS].merge(out.drop(columns=["size", "mtime_ns"], errors="ignore"), on="path")
-        table = pa.Table.from_pandas(out.reindex(columns=self.schema.names), schema=self.schema,
-                                     preserve_index=False)
-        for name, value in zip(_TIMES, (start, time.time()), strict=True):
-            table = table.append_column(name, pa.array(np.full(table.num_rows, value)))
-        return table
+        return pa.Table.from_pandas(out.reindex(columns=self.schema.names), schema=self.schema,
+                                    preserve_index=False)
 
     def _predict(self, paths: list[str]) -> pd.DataFrame:
         """Rows for ``paths`` in order; a failure outside decoding is retried file by file, then recorded."""
@@ -317,7 +305,14 @@ def _done(store: PartStore, listing: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------ run
 
-def _ray_start(cpus: int | None) -> float:
+def ray_start(cpus: int | None = None) -> float:
+    """Start Ray as ``tag`` does, unless it runs already; returns the seconds it took.
+
+    With ``RAY_ADDRESS`` set it joins that cluster (keeping the cluster's own authentication);
+    otherwise it starts a private local Ray with ``cpus`` CPUs (default: all), without a
+    dashboard or a token. Ray Data's own progress bars are turned off either way
+    (:func:`genre_ray.features.pipeline.ray_data_progress_off`).
+    """
     import ray
 
     from genre_ray.features.pipeline import ray_data_progress_off
@@ -377,10 +372,7 @@ def _stream(ds: Any, store: PartStore, summary: TagSummary, flush_rows: int, flu
         for batch in batches:
             summary.arrivals.append((time.monotonic() - start, batch.num_rows))
             progress.update(progress.done + batch.num_rows)
-            if batch.num_rows:
-                summary.first_call = min(summary.first_call, pc.min(batch.column(_TIMES[0])).as_py())
-                summary.last_call_end = max(summary.last_call_end, pc.max(batch.column(_TIMES[1])).as_py())
-            buffer.append(batch.drop_columns(list(_TIMES)))
+            buffer.append(batch)
             if sum(t.num_rows for t in buffer) >= flush_rows or time.monotonic() - last >= flush_s:
                 flush()
     finally:
@@ -416,7 +408,6 @@ def run_tag(library: str | os.PathLike[str], model: str, out: str | os.PathLike[
         TagError: for a bad library, model or output; KeyboardInterrupt passes through after the
             rows received so far are saved.
     """
-    started = time.time()
     out = Path(out).expanduser().resolve()
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise TagError(f"--out {out}: must end in .csv or .parquet")
@@ -432,9 +423,9 @@ def run_tag(library: str | os.PathLike[str], model: str, out: str | os.PathLike[
     model_dir = _local_copy(classifier, identity, store.folder)
     done = _done(store, listing)
     todo = listing[~listing["path"].isin(done["path"])]
-    summary = TagSummary(out, len(listing), len(done), model_s=time.perf_counter() - t0, started=started)
+    summary = TagSummary(out, len(listing), len(done), model_s=time.perf_counter() - t0)
     if len(todo):
-        summary.ray_start_s = _ray_start(cpus)
+        summary.ray_start_s = ray_start(cpus)
         summary.workers, summary.gpu_per_worker = _resources(workers, gpu_per_worker)
         t1 = time.perf_counter()
         try:  # on Ctrl-C the rows received so far are saved, then KeyboardInterrupt goes on
