@@ -160,7 +160,7 @@ def machine_summary(packages: Sequence[str] = ("ray", "torch", "librosa", "pyarr
         "machine": f"{_cpu_model()}, {os.cpu_count()} cores" + (f", {mem:.0f} GiB RAM" if mem else ""),
         "os": f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
         "versions": _versions(packages),
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 

@@ -113,7 +113,8 @@ class _PeakRSS:
     """Peak resident memory of each process whose command line names ``tag``, sampled in a thread."""
 
     def __init__(self, tag: str, every_s: float = 0.2) -> None:
-        self.tag, self.every_s, self.peak = tag, every_s, {}
+        self.tag, self.every_s = tag, every_s
+        self.peak: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 

@@ -221,7 +221,7 @@ def features_in_file_order(table: Any, paths: list[str]) -> dict[str, np.ndarray
     """A :class:`~genre_ray.features.pipeline.FeatureTable`'s rows (sorted by content hash) in file order."""
     from genre_ray.features.pipeline import content_hashes
 
-    sha = dict(zip(paths, content_hashes(paths)))
+    sha = dict(zip(paths, content_hashes(paths), strict=True))
     rows: dict[str, list[int]] = {}
     for i, h in enumerate(table.clips["sha"]):  # already in clip order within each file
         rows.setdefault(h, []).append(i)
@@ -252,7 +252,7 @@ def run_featurize_bench(root: str | os.PathLike[str], *, songs: int | None = Non
     from genre_ray.data.collection import folder_manifest
 
     settings, cache, load_start = settings or bench_settings(), Path(cache_root), load_average()
-    manifest, _ = folder_manifest(root)
+    manifest, _ = folder_manifest(Path(root))
     manifest = manifest.iloc[_evenly(len(manifest), songs)].reset_index(drop=True)
     for path in manifest["path"]:  # the OS file cache is warm for every method alike
         Path(path).read_bytes()

@@ -274,7 +274,7 @@ def _run(cfg: Any, data: dict[str, Any], groups: dict[str, Any], method: str, se
 
     counter = BudgetCounter(cfg.search["metric"], budget)
     if method == "random":
-        kwargs = {"sampler": optuna.samplers.RandomSampler(seed=seed), "early_stopping": False}
+        kwargs: dict[str, Any] = {"sampler": optuna.samplers.RandomSampler(seed=seed), "early_stopping": False}
     else:  # another stream of suggestions: its random start-up never replays random search's own draws
         kwargs = {"sampler": tpe_sampler(seed + TPE_SEED_OFFSET, startup_trials(cfg.search["num_samples"],
                                                                                 cfg.search["startup_trials"])),
