@@ -24,13 +24,11 @@ import torch
 import torchaudio.functional as AF
 
 from genre_ray.features import pretrained
+from genre_ray.features.kinds import CONTRAST_FMIN as _CONTRAST_FMIN
+from genre_ray.features.kinds import FEATURE_KINDS, PRETRAINED_KINDS, contrast_error
 
 __all__ = ["FEATURE_KINDS", "GTZAN57_COLUMNS", "FeatureSettings", "compute_features"]
 
-#: The pretrained networks' embeddings (see :mod:`genre_ray.features.pretrained`).
-PRETRAINED_KINDS = tuple(pretrained.NETWORKS)
-FEATURE_KINDS = ("logmel", "stft", "mfcc", "chroma", "contrast", "stacked", "stats", "gtzan57", "waveform",
-                 *PRETRAINED_KINDS, "musicnn_mel")
 #: Kinds computed from the clip resampled to the networks' 16 kHz, in 3-s patches.
 _AT_16K = (*PRETRAINED_KINDS, "musicnn_mel")
 
@@ -52,7 +50,6 @@ _INGREDIENTS = {
     **{kind: (kind,) for kind in _AT_16K},
 }
 _SPECTRAL = frozenset({"logmel", "stft", "chroma", "contrast"})
-_CONTRAST_FMIN = 200.0  # librosa.feature.spectral_contrast's default
 _GTZAN_N_FFT, _GTZAN_HOP = 2048, 512  # librosa's defaults, which the Kaggle table used
 
 
@@ -104,14 +101,8 @@ class FeatureSettings:
                              f"{self.embedding_pool!r}")
         if set(self.kinds) & set(_AT_16K) and (problem := pretrained.clip_error(self.clip_seconds)):
             raise ValueError(f"clip_seconds: {problem} for the pretrained kinds, got {self.clip_seconds}")
-        if "contrast" in self.kinds:
-            top = _CONTRAST_FMIN * 2.0 ** (self.n_contrast_bands - 1)
-            if self.n_contrast_bands < 1 or top >= self.sample_rate / 2:
-                most = int(np.floor(np.log2(self.sample_rate / 2 / _CONTRAST_FMIN - 1e-9))) + 1
-                raise ValueError(
-                    f"n_contrast_bands: must be in [1, {most}] at sample_rate {self.sample_rate} (the top "
-                    f"band starts at {_CONTRAST_FMIN:g} * 2**(n_contrast_bands - 1) Hz, which must stay "
-                    f"below the Nyquist frequency {self.sample_rate / 2:g} Hz), got {self.n_contrast_bands}")
+        if "contrast" in self.kinds and (problem := contrast_error(self.n_contrast_bands, self.sample_rate)):
+            raise ValueError(f"n_contrast_bands: {problem}, got {self.n_contrast_bands}")
 
     @classmethod
     def from_config(cls, features: dict[str, Any], kinds: tuple[str, ...] | None = None) -> FeatureSettings:
