@@ -12,10 +12,12 @@ import torch
 from torch import nn
 
 from genre_ray.models._blocks import clip_shape
+from genre_ray.models.spec import DROPOUT, Int, model_spec
 
 __all__ = ["BiLSTM"]
 
 
+@model_spec(inputs=("spectrogram", "stacked"), hidden=Int(8, 512), layers=Int(1, 4), dropout=DROPOUT)
 class BiLSTM(nn.Module):
     """Bidirectional LSTM over frames -> mean + max pooling over time -> dropout -> linear.
 

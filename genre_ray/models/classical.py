@@ -29,6 +29,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.validation import has_fit_parameter
 
+from genre_ray.models.spec import Float, Int, OneOf, model_spec
+
 __all__ = ["IMBALANCE", "balanced_weights", "class_probabilities", "fit_estimator", "fit_predict_proba",
            "gboost", "knn", "logreg", "oversample", "random_forest", "SoftmaxSVC", "svm"]
 
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 IMBALANCE = ("none", "class_weight", "balanced_sampling")
 
 
+@model_spec(inputs=("vector",), C=Float(0.0, None, lo_open=True), gamma=Float(0.0, None),  # gamma 0: "scale"
+            kernel=OneOf("rbf", "linear", "poly", "sigmoid"))
 def svm(C: float = 1.0, gamma: float = 0.0, kernel: str = "rbf", *, seed: int = 0,
         n_classes: int | None = None, input_shape: tuple[int, ...] | None = None) -> Pipeline:
     """Standardisation -> support vector classifier with Platt-scaled probabilities.
@@ -64,6 +68,8 @@ def svm(C: float = 1.0, gamma: float = 0.0, kernel: str = "rbf", *, seed: int = 
     return make_pipeline(StandardScaler(), CalibratedClassifierCV(svc, ensemble=False))
 
 
+@model_spec(inputs=("vector",), n_estimators=Int(1, 5000), max_depth=Int(0, 1000),  # max_depth 0: unlimited
+            max_features=Float(0.0, 1.0, lo_open=True))
 def random_forest(n_estimators: int = 200, max_depth: int = 0, max_features: float = 0.3, *, seed: int = 0,
                   n_classes: int | None = None, input_shape: tuple[int, ...] | None = None) -> Pipeline:
     """Standardisation -> random forest (single-threaded: Ray runs trials in parallel).
@@ -85,6 +91,7 @@ def random_forest(n_estimators: int = 200, max_depth: int = 0, max_features: flo
     return make_pipeline(StandardScaler(), forest)
 
 
+@model_spec(inputs=("vector",), n_neighbors=Int(1, 1000), weights=OneOf("uniform", "distance"))
 def knn(n_neighbors: int = 5, weights: str = "distance", *, seed: int = 0, n_classes: int | None = None,
         input_shape: tuple[int, ...] | None = None) -> Pipeline:
     """Standardisation -> k-nearest neighbours (Euclidean distance on standardised features).
@@ -103,6 +110,7 @@ def knn(n_neighbors: int = 5, weights: str = "distance", *, seed: int = 0, n_cla
     return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=n_neighbors, weights=weights))
 
 
+@model_spec(inputs=("vector",), C=Float(0.0, None, lo_open=True))
 def logreg(C: float = 1.0, *, seed: int = 0, n_classes: int | None = None,
            input_shape: tuple[int, ...] | None = None) -> Pipeline:
     """Standardisation -> multinomial logistic regression (L2, lbfgs).
@@ -120,6 +128,8 @@ def logreg(C: float = 1.0, *, seed: int = 0, n_classes: int | None = None,
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
 
 
+@model_spec(inputs=("vector",), learning_rate=Float(0.0, 1.0, lo_open=True), max_iter=Int(1, 5000),
+            max_leaf_nodes=Int(2, 1024))
 def gboost(learning_rate: float = 0.1, max_iter: int = 100, max_leaf_nodes: int = 31, *, seed: int = 0,
            n_classes: int | None = None, input_shape: tuple[int, ...] | None = None) -> Pipeline:
     """Standardisation -> histogram gradient boosting (LightGBM-style trees).

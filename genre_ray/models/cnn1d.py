@@ -12,10 +12,13 @@ import torch
 from torch import nn
 
 from genre_ray.models._blocks import MaxPool1d, clip_shape, conv_bn_relu
+from genre_ray.models.spec import DROPOUT, FLAG, Int, model_spec
 
 __all__ = ["CNN1D"]
 
 
+@model_spec(inputs=("spectrogram", "stacked", "waveform"), depth=Int(1, 6), width=Int(4, 256),
+            kernel=Int(1, 15), dropout=DROPOUT, batch_norm=FLAG)
 class CNN1D(nn.Module):
     """Conv1d blocks over time -> global average + max pooling -> dropout -> linear.
 

@@ -12,10 +12,13 @@ import torch
 from torch import nn
 
 from genre_ray.models._blocks import MaxPool2d, clip_shape, conv_bn_relu
+from genre_ray.models.spec import DROPOUT, FLAG, Int, model_spec
 
 __all__ = ["CNN2D"]
 
 
+@model_spec(inputs=("spectrogram", "stacked"), depth=Int(1, 6), width=Int(4, 256), dropout=DROPOUT,
+            batch_norm=FLAG)
 class CNN2D(nn.Module):
     """Conv blocks -> global average + max pooling -> dropout -> linear.
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from genre_ray.models._blocks import MaxPool2d, clip_shape, conv_bn_relu
+from genre_ray.models.spec import DROPOUT, Int, model_spec
 
 __all__ = ["Combined"]
 
@@ -38,6 +39,8 @@ def _split_rows(bins: int, groups: Sequence[int] | None) -> tuple[int, int]:
     return groups[0], bins - groups[0]
 
 
+@model_spec(inputs=("stacked",), data_inputs=("groups",), width=Int(4, 128), conv_depth=Int(1, 5),
+            rnn_hidden=Int(8, 512), dropout=DROPOUT)
 class Combined(nn.Module):
     """CNN branch over the first row group || BiGRU branch over the other rows -> concat -> dropout -> linear.
 

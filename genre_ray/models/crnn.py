@@ -12,10 +12,13 @@ import torch
 from torch import nn
 
 from genre_ray.models._blocks import MaxPool2d, clip_shape, conv_bn_relu
+from genre_ray.models.spec import DROPOUT, FLAG, Int, model_spec
 
 __all__ = ["CRNN"]
 
 
+@model_spec(inputs=("spectrogram", "stacked"), conv_depth=Int(1, 5), width=Int(4, 128),
+            rnn_hidden=Int(8, 512), dropout=DROPOUT, batch_norm=FLAG)
 class CRNN(nn.Module):
     """Conv blocks (pool frequency, time only in the first block) -> GRU over time -> dropout -> linear.
 

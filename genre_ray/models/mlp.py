@@ -11,9 +11,13 @@ import math
 import torch
 from torch import nn
 
+from genre_ray.models.spec import DROPOUT, FLAG, Int, model_spec
+
 __all__ = ["MLP"]
 
 
+@model_spec(inputs=("vector", "spectrogram", "stacked"), layers=Int(1, 8), hidden=Int(8, 8192),
+            dropout=DROPOUT, batch_norm=FLAG)
 class MLP(nn.Module):
     """Flatten -> ``layers`` x (linear, [batch norm], ReLU, dropout) -> linear.
 

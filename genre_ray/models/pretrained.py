@@ -24,12 +24,15 @@ import torch
 from torch import nn
 
 from genre_ray.features.pretrained import NETWORKS, load_network
+from genre_ray.models.spec import DROPOUT, OneOf, model_spec
 
 __all__ = ["FINETUNE", "Pretrained"]
 
 FINETUNE = ("frozen", "last", "all")
 
 
+@model_spec(inputs=("pretrained_input",), backbone=OneOf(*NETWORKS), finetune=OneOf(*FINETUNE),
+            dropout=DROPOUT)
 class Pretrained(nn.Module):
     """``(batch, 96, 187)`` log-mel patches -> genre logits, through a pretrained backbone."""
 

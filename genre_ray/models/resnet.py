@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from genre_ray.models._blocks import clip_shape
+from genre_ray.models.spec import DROPOUT, Int, model_spec
 
 __all__ = ["BasicBlock", "ResNet"]
 
@@ -43,6 +44,8 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+@model_spec(inputs=("spectrogram", "stacked"), stages=Int(1, 4), width=Int(4, 128),
+            blocks_per_stage=Int(1, 2), dropout=DROPOUT)
 class ResNet(nn.Module):
     """3x3 stem -> ``stages`` x ``blocks_per_stage`` BasicBlocks -> global average pool -> dropout -> linear.
 

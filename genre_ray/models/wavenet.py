@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genre_ray.models.spec import DROPOUT, Int, model_spec
+
 __all__ = ["GatedResidualBlock", "WaveNet"]
 
 
@@ -46,6 +48,8 @@ class GatedResidualBlock(nn.Module):
         return out, self.skip(z)
 
 
+@model_spec(inputs=("waveform",), channels=Int(4, 128), layers=Int(1, 12), stacks=Int(1, 4),
+            downsample=Int(1, 64), dropout=DROPOUT)
 class WaveNet(nn.Module):
     """Strided conv -> ``stacks`` x ``layers`` gated residual blocks -> sum of skips -> ReLU -> 1x1
     conv -> global average + max pooling over time -> dropout -> linear.

@@ -22,7 +22,7 @@ from torch import nn
 from genre_ray._legacy import old_module_paths
 from genre_ray.config import METRICS
 from genre_ray.config.spaces import TrialPlan, resolve
-from genre_ray.models import build_model
+from genre_ray.models import build_model, entries, register
 from genre_ray.training.aggregate import songs_of
 from genre_ray.training.augment import Augment
 from genre_ray.training.device import Precision, select_device, set_threads
@@ -65,10 +65,9 @@ def _scheduler(opt: torch.optim.Optimizer, train: dict[str, Any], epochs: int, s
 
 def build(data: TrialData, plan: TrialPlan, groups: dict[str, Any] | None = None) -> Standardized:
     """The network for a trial, wrapped with the training set's standardisation and aggregation."""
-    params = dict(plan.params)
-    if plan.model == "combined":  # its branches split the stacked rows into their feature groups
-        params["groups"] = tuple((groups or {}).get(plan.kind) or ()) or None
-    net = build_model(plan.model, len(data.classes), data.input_shape, **params)
+    # what the data tells a model beyond its shape; each model takes those its spec declares
+    data_inputs = {"groups": tuple((groups or {}).get(plan.kind) or ()) or None}
+    net = build_model(plan.model, len(data.classes), data.input_shape, data_inputs, **plan.params)
     mean, std = data.mean, data.std
     if getattr(net, "raw_input", False):  # a pretrained backbone normalises its own input
         mean, std = np.zeros_like(mean), np.ones_like(std)
@@ -233,8 +232,9 @@ class BareReporter:
 def trial_spec(cfg: Any, groups: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fixed settings every trial of a search gets beside its config (``spec`` of :func:`run_trial`)."""
     s, res = cfg.search, cfg.resources
+    added = entries(cfg.model_names)  # models registered outside the package: the trials register them too
     return {"cpu": res["cpu"], "gpu": res["gpu"], "seed": cfg.train["seed"], "max_epochs": s["max_epochs"],
-            "metric": s["metric"], "groups": groups or {}}
+            "metric": s["metric"], "groups": groups or {}, **({"models": added} if added else {})}
 
 
 def run_trial(config: dict[str, Any], data: dict[str, TrialData | list[TrialData]], spec: dict[str, Any],
@@ -251,10 +251,11 @@ def run_trial(config: dict[str, Any], data: dict[str, TrialData | list[TrialData
         data: feature kind -> train/validation features (or one set per fold), shared through the
             object store; the trial uses the kind its config names.
         spec: fixed settings (:func:`trial_spec`): ``cpu``/``gpu`` shares, ``seed``, ``max_epochs``,
-            ``metric``, ``groups``.
+            ``metric``, ``groups`` and, for models registered outside the package, ``models``.
         reporter: where epochs are reported and checkpoints go.
     """
     set_threads(float(spec["cpu"]))
+    register(spec.get("models", {}))
     plan = resolve(config)
     chosen = data[plan.kind]
     folds = chosen if isinstance(chosen, list) else [chosen]
