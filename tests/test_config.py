@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from genre_ray.config import METRICS, MODEL_NAMES, ConfigError, Dist, load_config, parse_config
+from genre_ray.config import METRICS, ConfigError, Dist, load_config, parse_config
+from genre_ray.models import model_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,14 +73,18 @@ def test_overrides_apply_before_validation(tmp_path: Path) -> None:
 def test_shipped_spaces_are_valid() -> None:
     for path in sorted((ROOT / "search_spaces").glob("*.yaml")):
         cfg = load_config(path)
-        assert set(cfg.model_names) <= set(MODEL_NAMES)
+        assert set(cfg.model_names) <= set(model_names())
 
 
-def test_registry_and_config_agree() -> None:
-    from genre_ray.config import _MODEL_PARAMS
-    from genre_ray.models import CLASSICAL, REGISTRY
+def test_every_registered_model_is_a_valid_name_with_its_defaults() -> None:
+    from genre_ray.models import CLASSICAL, REGISTRY, spec_of
 
-    assert set(MODEL_NAMES) == set(REGISTRY) | set(CLASSICAL) == set(_MODEL_PARAMS)
+    assert set(model_names()) == set(REGISTRY) | set(CLASSICAL)
+    for name in model_names():
+        kind = "logmel" if name not in CLASSICAL else "stats"
+        kind = {"wavenet": "waveform", "combined": "stacked", "pretrained": "musicnn_mel"}.get(name, kind)
+        cfg = parse_config({"model": {"name": name}, "features": {"kind": kind}})
+        assert cfg.model.params == spec_of(name).defaults, name
 
 
 def test_zoo_params_are_per_model_and_checked() -> None:

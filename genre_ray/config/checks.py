@@ -6,8 +6,11 @@ Private to the config: each checker returns the cleaned value or raises ``_Bad(r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+
+from genre_ray.models.spec import Flag, Float, Int, OneOf, Rule
 
 DIST_KINDS = ("uniform", "loguniform", "int", "choice")
 
@@ -28,10 +31,11 @@ _UNSET = object()
 
 
 class _Bad(Exception):
-    def __init__(self, rule: str, value: Any = _UNSET) -> None:
+    def __init__(self, rule: str, value: Any = _UNSET, key: str = "") -> None:
         super().__init__(rule)
         self.rule = rule
         self.value = value  # the offending element, when it is part of the value
+        self.key = key  # the offending entry's key below the checked one (``rock`` of ``merge.rock``)
 
 
 Checker = Callable[[Any], Any]
@@ -138,3 +142,16 @@ def _str_list(v: Any) -> list[str]:
 def _err(file: str, key: str, rule: str, value: Any) -> ConfigError:
     shown = repr(value) if isinstance(value, str) else value
     return ConfigError(f"{file}: {key}: {rule}, got {shown}")
+
+
+def from_rule(rule: Rule) -> Checker:
+    """The checker of a model hyperparameter's rule (:mod:`genre_ray.models.spec`)."""
+    if isinstance(rule, Int):
+        return _num(rule.lo, rule.hi, integer=True)
+    if isinstance(rule, Float):
+        return _num(rule.lo, rule.hi, lo_open=rule.lo_open, hi_open=rule.hi_open)
+    if isinstance(rule, OneOf):
+        return _str(rule.choices)
+    if isinstance(rule, Flag):
+        return _bool
+    raise TypeError(f"unknown rule {rule!r}")

@@ -14,8 +14,9 @@ models each parameter only over the trials that have it. Every trial's config en
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from genre_ray.config import CLASSICAL_TRAIN_KEYS, LEARNED_AGGREGATIONS, Dist, SearchConfig
 from genre_ray.models import CLASSICAL
@@ -91,7 +92,7 @@ def define_by_run(cfg: SearchConfig) -> Callable[[Any], dict[str, Any]]:
     Returns:
         ``fn(optuna_trial) -> constants``, as ``OptunaSearch(space=fn)`` expects.
     """
-    return DefineByRun(dict(cfg.model["by_model"]), {m: cfg.kinds_for(m) for m in cfg.model_names},
+    return DefineByRun(dict(cfg.model.by_model), {m: cfg.kinds_for(m) for m in cfg.model_names},
                        cfg.searchable())
 
 

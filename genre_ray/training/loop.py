@@ -233,8 +233,8 @@ def trial_spec(cfg: Any, groups: dict[str, Any] | None = None) -> dict[str, Any]
     """The fixed settings every trial of a search gets beside its config (``spec`` of :func:`run_trial`)."""
     s, res = cfg.search, cfg.resources
     added = entries(cfg.model_names)  # models registered outside the package: the trials register them too
-    return {"cpu": res["cpu"], "gpu": res["gpu"], "seed": cfg.train["seed"], "max_epochs": s["max_epochs"],
-            "metric": s["metric"], "groups": groups or {}, **({"models": added} if added else {})}
+    return {"cpu": res.cpu, "gpu": res.gpu, "seed": cfg.train.seed, "max_epochs": s.max_epochs,
+            "metric": s.metric, "groups": groups or {}, **({"models": added} if added else {})}
 
 
 def run_trial(config: dict[str, Any], data: dict[str, TrialData | list[TrialData]], spec: dict[str, Any],
