@@ -286,9 +286,9 @@ def _tune(cfg: Any, data: dict[str, Any], groups: dict[str, Any], storage: Path,
 
     cfg = _variant(cfg, {"search.num_samples": trials, "search.max_concurrent": concurrent,
                          "resources.cpu": cpu})
-    epochs = cfg.search["max_epochs"]
+    epochs = cfg.search.max_epochs
     with _Watch() if watch else nullcontext() as watcher:
-        counter = BudgetCounter(cfg.search["metric"])  # when each epoch reached the driver, s from now
+        counter = BudgetCounter(cfg.search.metric)  # when each epoch reached the driver, s from now
         t0 = time.monotonic()
         with trial_data(data) as ref:
             grid = tuner(cfg, ref, tracker, storage, name, groups, early_stopping=False,
@@ -466,7 +466,7 @@ def csv_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     keys = ("section", "method", "concurrent", "cpu_per_trial", "trials", "median_trial_s", "bare_near_s",
             "overhead_pct", "startup_s", "fit_wall_s", "trials_per_min", "steady_trials_per_min",
             "dataset_mb", "store_before_mb", "store_peak_mb", "rss_peak_mb", "load_1min")
-    cpu = res["cfg"].resources["cpu"]
+    cpu = res["cfg"].resources.cpu
     rows = [{"section": "overhead", "method": "bare", "concurrent": 1, "cpu_per_trial": cpu,
              "trials": len(res["bare"]), "median_trial_s": round(statistics.median(res["bare"]), 3),
              "load_1min": round(res["loads"]["start"], 2)}]
@@ -536,8 +536,8 @@ def _header(res: dict[str, Any], command: str, wall_s: float, ray_init_s: float,
     how = "quick mode" if quick else "epochs calibrated to the trial length asked, or given"
     return {**machine_summary(("ray", "torch", "mlflow", "optuna")), "command": f"`{command}`",
             "trial": f"{plan.model} on {plan.kind} ({', '.join(f'{k}={v}' for k, v in shown.items())}), "
-            f"{res['epochs']} epochs, {cfg.resources['cpu']:g} CPU, validation every epoch ({how})",
-            "data": f"{cfg.data['source']} {cfg.data['path'] or ''} ({clips}; "
+            f"{res['epochs']} epochs, {cfg.resources.cpu:g} CPU, validation every epoch ({how})",
+            "data": f"{cfg.data.source} {cfg.data.path or ''} ({clips}; "
             f"{dataset_bytes(res['data']) / MB:.1f} MB of trial data)",
             "load average (1 min) at the start of each phase": ", ".join(
                 f"{k} {v:.2f}" for k, v in res["loads"].items()) + f" on {os.cpu_count()} cores shared "

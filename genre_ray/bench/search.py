@@ -272,12 +272,12 @@ def _run(cfg: Any, data: dict[str, Any], groups: dict[str, Any], method: str, se
 
     from genre_ray.search.tuning import startup_trials, tpe_sampler, trial_data, tuner
 
-    counter = BudgetCounter(cfg.search["metric"], budget)
+    counter = BudgetCounter(cfg.search.metric, budget)
     if method == "random":
         kwargs: dict[str, Any] = {"sampler": optuna.samplers.RandomSampler(seed=seed), "early_stopping": False}
     else:  # another stream of suggestions: its random start-up never replays random search's own draws
-        kwargs = {"sampler": tpe_sampler(seed + TPE_SEED_OFFSET, startup_trials(cfg.search["num_samples"],
-                                                                                cfg.search["startup_trials"])),
+        kwargs = {"sampler": tpe_sampler(seed + TPE_SEED_OFFSET, startup_trials(cfg.search.num_samples,
+                                                                                cfg.search.startup_trials)),
                   "early_stopping": True}
     t0 = time.perf_counter()
     with trial_data(data) as ref:
@@ -321,7 +321,7 @@ def run_search_bench(cfg: Any, seeds: Sequence[int], random_trials: int, storage
         # Enough trials that the budget, not num_samples, ends the run: ASHA's least is one epoch each.
         # TPE's random start-up is what a search of random's trials would get (a fifth of 12: 3),
         # not a fifth of that inflated count.
-        raw["search"]["startup_trials"] = startup_trials(random_trials, cfg.search["startup_trials"])
+        raw["search"]["startup_trials"] = startup_trials(random_trials, cfg.search.startup_trials)
         raw["search"]["num_samples"] = random.trial_epochs + 1
         asha = _run(parse_config(raw, cfg.source_file), data, groups, "asha_tpe", seed, random.trial_epochs,
                     storage)
@@ -421,10 +421,10 @@ def report(runs: Sequence[RunResult], cfg: Any, out: Path, command: str, wall_s:
               "space": f"{cfg.source_file} ({', '.join(cfg.model_names)} on {', '.join(cfg.feature_kinds)})",
               "data": _describe_data(cfg),
               "overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none",
-              "metric": f"{s['metric']} ({cfg.mode}) on the validation songs",
-              "search": f"max_epochs {s['max_epochs']}, ASHA grace_period {s['grace_period']}, "
-              f"reduction_factor {s['reduction_factor']:g}, max_concurrent {s['max_concurrent']}, "
-              f"{cfg.resources['cpu']:g} CPU per trial; both methods share each seed's training seed, and TPE "
+              "metric": f"{s.metric} ({cfg.mode}) on the validation songs",
+              "search": f"max_epochs {s.max_epochs}, ASHA grace_period {s.grace_period}, "
+              f"reduction_factor {s.reduction_factor:g}, max_concurrent {s.max_concurrent}, "
+              f"{cfg.resources.cpu:g} CPU per trial; both methods share each seed's training seed, and TPE "
               f"samples with seed + {TPE_SEED_OFFSET}, so no configuration is credited to both for being "
               "drawn by the same random stream",
               "wall time": f"{wall_s:.0f} s in all (data and features included)"}
@@ -438,7 +438,7 @@ def report(runs: Sequence[RunResult], cfg: Any, out: Path, command: str, wall_s:
                    "wall_s": "wall s"}
     rows = run_rows(runs)
     sections = [
-        ("Target", f"ASHA + TPE should reach random search's best {s['metric']} within {TARGET_RATIO:.0%} of "
+        ("Target", f"ASHA + TPE should reach random search's best {s.metric} within {TARGET_RATIO:.0%} of "
          "random's trial-epochs. Ratio = ASHA + TPE's epochs to reach it / the budget.\n\n"
          + markdown_table([*seeds, median_row(seeds)], columns)),
         ("Runs", markdown_table(rows, run_columns)),
@@ -451,11 +451,11 @@ def report(runs: Sequence[RunResult], cfg: Any, out: Path, command: str, wall_s:
 
 def _describe_data(cfg: Any) -> str:
     d = cfg.data
-    if d["source"] == "demo":
-        demo = d["demo"]
-        return (f"demo collection, {demo['genres']} genres x {demo['songs_per_genre']} songs of "
-                f"{demo['seconds']:g} s (seed {demo['seed']}) at {d['path']}")
-    return f"{d['source']} {d['path']}"
+    if d.source == "demo":
+        demo = d.demo
+        return (f"demo collection, {demo.genres} genres x {demo.songs_per_genre} songs of "
+                f"{demo.seconds:g} s (seed {demo.seed}) at {d.path}")
+    return f"{d.source} {d.path}"
 
 
 # ---------------------------------------------------------------- command line
@@ -520,7 +520,7 @@ def run_cli(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    epochs = cfg.search["max_epochs"]
+    epochs = cfg.search.max_epochs
     trials = args.random_trials or (max(1, args.budget // epochs) if args.budget else
                                     (2 if args.smoke else DEFAULT_RANDOM_TRIALS))
     seeds = range(1 if args.smoke else args.seeds)
@@ -540,7 +540,7 @@ def run_cli(args: argparse.Namespace) -> int:
     shown = {k: v for k, v in overrides.items() if k not in ("output.results_dir", "data.path")}
     md, path_csv = report(runs, cfg, out, command_line(getattr(args, "argv", None)), time.perf_counter() - t0,
                           shown)
-    png = plot(runs, cfg.search["metric"], out.with_suffix(".png"))
+    png = plot(runs, cfg.search.metric, out.with_suffix(".png"))
     print(md.read_text())
     print(f"wrote {md}, {path_csv} and {png}")
     return 0

@@ -126,7 +126,7 @@ def gridsearch_baseline(cfg: Any, out_dir: Path, seed: int = 0) -> dict[str, Any
     from genre_ray.search.runner import load_collection
 
     t0 = time.perf_counter()
-    songs, rows, table, _ = load_collection(cfg, Path(cfg.output["results_dir"]).expanduser().resolve())
+    songs, rows, table, _ = load_collection(cfg, Path(cfg.output.results_dir).expanduser().resolve())
     kind = cfg.feature_kinds[0]
     splits = pd.read_csv(out_dir / "splits.csv").set_index("song_id")
     song_of_clip = rows.drop_duplicates("sha").set_index("sha")["song_id"].reindex(table.clips["sha"]).to_numpy()
