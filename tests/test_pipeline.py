@@ -1,12 +1,22 @@
-"""The Ray Data featurization and its Parquet cache: content-keyed, reused, atomic, bad files skipped."""
+"""The Ray Data featurization and its Parquet cache: content-keyed, reused, atomic, bad files skipped.
+
+A small collection is featurized in the calling process instead of Ray tasks; the tests that hold
+a promise of the cache run both ways (``in_process`` True and False), and one checks that the two
+write the same cache rows, bit for bit.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
@@ -15,6 +25,7 @@ from genre_ray.data.collection import folder_manifest
 from genre_ray.features import FeatureSettings, compute_features, pipeline
 
 SETTINGS = FeatureSettings(kinds=("logmel", "mfcc"), clip_seconds=1.0, clip_overlap=0.5, n_mels=32)
+BOTH_WAYS = pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "ray-data"])
 
 
 @pytest.fixture()
@@ -75,8 +86,9 @@ def test_key_follows_content_and_every_setting(collection: Path) -> None:
     assert pipeline.cache_key(pipeline.content_hashes(manifest["path"].tolist()), SETTINGS) != key
 
 
+@BOTH_WAYS
 def test_interrupted_write_leaves_no_trusted_cache(collection: Path, tmp_path: Path, ray_session: object,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                   monkeypatch: pytest.MonkeyPatch, in_process: bool) -> None:
     manifest, _ = folder_manifest(collection)
     cache = tmp_path / "cache"
 
@@ -85,19 +97,19 @@ def test_interrupted_write_leaves_no_trusted_cache(collection: Path, tmp_path: P
 
     monkeypatch.setattr(pipeline.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.featurize(manifest, SETTINGS, cache, batch_files=4)
+        pipeline.featurize(manifest, SETTINGS, cache, batch_files=4, in_process=in_process)
     monkeypatch.undo()
     assert [p.name for p in cache.iterdir()] == []  # the temporary folder is gone, nothing was published
     # A folder left by a killed process (no completion marker) is never trusted.
     key = pipeline.cache_key(pipeline.content_hashes(manifest["path"].tolist()), SETTINGS)
     (cache / key).mkdir()
     (cache / key / "part-0.parquet").write_bytes(b"PAR1 truncated")
-    out = pipeline.featurize(manifest, SETTINGS, cache, batch_files=4)
+    out = pipeline.featurize(manifest, SETTINGS, cache, batch_files=4, in_process=in_process)
     assert not out.cache_hit and len(out.clips) == 18 * 7
 
 
-def test_bad_files_are_skipped_and_reported_with_their_path(collection: Path, tmp_path: Path,
-                                                            ray_session: object) -> None:
+def _bad_files(collection: Path) -> dict[str, Path]:
+    """A silent, a NaN and a truncated WAV in the first genre, and a text file beside them."""
     genre = sorted(p for p in collection.iterdir() if p.is_dir())[0]
     silent = genre / "silent.wav"
     sf.write(silent, np.zeros(22050 * 2, np.float32), 22050)
@@ -106,9 +118,17 @@ def test_bad_files_are_skipped_and_reported_with_their_path(collection: Path, tm
     truncated = genre / "truncated.wav"
     truncated.write_bytes(next(genre.glob("*.00000.wav")).read_bytes()[:2000])
     (genre / "notes.txt").write_text("not audio, ignored")
+    return {"silent": silent, "nan": nan, "truncated": truncated}
+
+
+@BOTH_WAYS
+def test_bad_files_are_skipped_and_reported_with_their_path(collection: Path, tmp_path: Path,
+                                                            ray_session: object, in_process: bool) -> None:
+    bad = _bad_files(collection)
+    silent, nan, truncated = bad["silent"], bad["nan"], bad["truncated"]
     manifest, scan_skipped = folder_manifest(collection)
-    out = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=4)
-    reasons = dict(zip(out.skipped["path"], out.skipped["reason"]))
+    out = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=4, in_process=in_process)
+    reasons = dict(zip(out.skipped["path"], out.skipped["reason"], strict=True))
     assert reasons.get(str(silent)) == "silent" and reasons.get(str(nan)) == "nan"
     assert str(truncated) in set(reasons) | set(scan_skipped["path"])
     assert len(out.clips) >= 18 * 7  # every good song is still there
@@ -134,3 +154,55 @@ def test_each_feature_variant_is_cached_once(collection: Path, tmp_path: Path, r
     healed = pipeline.featurize(manifest, both, cache, batch_files=4)
     assert healed.info["computed"] == ["chroma", "stats"]
     assert np.allclose(healed.features["stats"], second.features["stats"])
+
+
+def _cache_rows(table: pipeline.FeatureTable) -> object:
+    """Every row the pass wrote to the cache, in (sha, clip) order: what a later run reads."""
+    rows = pq.read_table(table.cache_path)
+    return rows.sort_by([("sha", "ascending"), ("clip", "ascending")])
+
+
+def test_in_process_and_ray_data_write_the_same_cache_rows(collection: Path, tmp_path: Path,
+                                                          ray_session: object) -> None:
+    _bad_files(collection)
+    manifest, _ = folder_manifest(collection)
+    kinds = replace(SETTINGS, kinds=("logmel", "mfcc", "chroma", "stats", "gtzan57", "waveform"))
+    here = pipeline.featurize(manifest, kinds, tmp_path / "here", batch_files=4, in_process=True)
+    tasks = pipeline.featurize(manifest, kinds, tmp_path / "ray", batch_files=4, in_process=False)
+    assert here.info["in_process"] and not tasks.info["in_process"] and tasks.info["tasks"] > 1
+    a, b = _cache_rows(here), _cache_rows(tasks)
+    assert a.schema.equals(b.schema, check_metadata=True) and a.num_rows == b.num_rows > 18 * 7
+    assert a.equals(b)  # every value, the error rows of the bad files included
+    assert here.info["cache_key"] == tasks.info["cache_key"]
+    for kind in kinds.kinds:
+        np.testing.assert_array_equal(here.features[kind], tasks.features[kind])
+    assert here.clips.equals(tasks.clips) and here.skipped.equals(tasks.skipped) and len(here.skipped) >= 2
+    # One cache, either way: what one wrote, the other reads.
+    assert pipeline.featurize(manifest, kinds, tmp_path / "here", in_process=False).cache_hit
+    assert pipeline.featurize(manifest, kinds, tmp_path / "ray", in_process=True).cache_hit
+
+
+def test_small_collections_are_featurized_in_process_and_large_ones_with_ray_data(
+        collection: Path, tmp_path: Path, ray_session: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest, _ = folder_manifest(collection)
+    small = pipeline.featurize(manifest, SETTINGS, tmp_path / "a", batch_files=4)
+    assert small.info["in_process"] and small.info["batches"] == 5  # 18 files, 4 per batch
+    monkeypatch.setattr(pipeline, "IN_PROCESS_MAX_FILES", 17)
+    large = pipeline.featurize(manifest, SETTINGS, tmp_path / "b", batch_files=4)
+    assert not large.info["in_process"] and "tasks" in large.info
+
+
+def test_a_small_collection_is_featurized_without_starting_ray(collection: Path, tmp_path: Path) -> None:
+    """In a fresh process, as a command runs: the features come without importing Ray at all."""
+    script = (
+        "import json, sys\n"
+        "from genre_ray.data.collection import folder_manifest\n"
+        "from genre_ray.features import FeatureSettings, pipeline\n"
+        "manifest, _ = folder_manifest(sys.argv[1])\n"
+        "s = FeatureSettings(kinds=('logmel',), clip_seconds=1.0, n_mels=32)\n"
+        "out = pipeline.featurize(manifest, s, sys.argv[2])\n"
+        "print(json.dumps({'clips': len(out.clips), 'ray': 'ray' in sys.modules}))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    done = subprocess.run([sys.executable, "-c", script, str(collection), str(tmp_path / "cache")], env=env,
+                          capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(done.stdout.splitlines()[-1]) == {"clips": 18 * 7, "ray": False}  # 4 s: 7 clips of 1 s, hop 0.5 s

@@ -190,7 +190,7 @@ def test_featurizing_logs_counts_of_files_and_quiet_logs_none(
     pipeline.ray_data_progress_off()
     manifest, _ = folder_manifest(collection)
     caplog.set_level(logging.INFO, logger="genre_ray.features.pipeline")
-    pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=2)
+    pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=2, in_process=False)
     lines = _lines(caplog, "genre_ray.features.pipeline", "featurizing:")
     counts = [int(LINE.match(m).group(1)) for m in lines]  # type: ignore[union-attr]
     assert len(lines) >= 2 and counts == sorted(counts), lines  # a line every 0.2 s while Ray Data works
@@ -200,8 +200,28 @@ def test_featurizing_logs_counts_of_files_and_quiet_logs_none(
 
     caplog.clear()
     caplog.set_level(logging.WARNING, logger="genre_ray.features.pipeline")  # what -q sets
-    out = pipeline.featurize(manifest, replace(SETTINGS, n_mels=24), tmp_path / "cache", batch_files=2)
+    out = pipeline.featurize(manifest, replace(SETTINGS, n_mels=24), tmp_path / "cache", batch_files=2,
+                             in_process=False)
     assert not out.cache_hit and not _lines(caplog, "genre_ray.features.pipeline", "featurizing")
+    assert "featurizing" not in capfd.readouterr().err
+
+
+def test_featurizing_in_process_counts_the_files_batch_by_batch(
+        collection: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(pipeline, "PROGRESS_EVERY_S", 0.0)  # a line at every batch
+    manifest, _ = folder_manifest(collection)
+    caplog.set_level(logging.INFO, logger="genre_ray.features.pipeline")
+    out = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=4)
+    assert out.info["in_process"]
+    lines = _lines(caplog, "genre_ray.features.pipeline", "featurizing:")
+    counts = [int(LINE.match(m).group(1)) for m in lines]  # type: ignore[union-attr]
+    assert counts[:-1] == [4, 8, 12, 16, 18], lines  # 18 files, 4 per batch; then the closing line
+    assert re.fullmatch(r"featurizing: 18/18 files \(100%\), [\d.]+ files/s in [\d.]+ s", lines[-1]), lines
+    caplog.clear()
+    caplog.set_level(logging.WARNING, logger="genre_ray.features.pipeline")  # what -q sets
+    pipeline.featurize(manifest, replace(SETTINGS, n_mels=24), tmp_path / "cache", batch_files=4)
+    assert not _lines(caplog, "genre_ray.features.pipeline", "featurizing")
     assert "featurizing" not in capfd.readouterr().err
 
 

@@ -2,6 +2,11 @@
 
 Files are read in parallel Ray tasks: decode to mono, resample, cut into clips, and compute
 every feature of a batch of files from one STFT (:func:`genre_ray.features.compute_features`).
+A small collection (at most :data:`IN_PROCESS_MAX_FILES` files, no pretrained network) is
+featurized in the calling process instead, by the same :func:`featurize_batch` with one torch
+thread as each Ray task has, into the same cache: starting Ray's workers, each importing torch and
+librosa, would take several times longer than the work (measured: 8 to 15 s of start-up for under
+a second of featurizing 30 songs on 2 cores). Both ways write the same cache rows, bit for bit.
 The result is written as Parquet under ``<cache_dir>/<key>/``, where the key hashes the
 *content* of every audio file together with every feature setting. The cache may be a local or
 network folder or a URI (``s3://``, ``gs://``...). Each pass writes into a fresh run folder and
@@ -48,8 +53,8 @@ from genre_ray.data.collection import SKIPPED_COLUMNS, decode_report
 from genre_ray.features import FeatureSettings, compute_features
 from genre_ray.features.spectral import PRETRAINED_KINDS
 
-__all__ = ["CACHE_VERSION", "PROGRESS_EVERY_S", "FeatureTable", "Progress", "cache_key", "clip_features",
-           "content_hashes", "featurize", "featurize_batch", "ray_data_progress_off"]
+__all__ = ["CACHE_VERSION", "IN_PROCESS_MAX_FILES", "PROGRESS_EVERY_S", "FeatureTable", "Progress", "cache_key",
+           "clip_features", "content_hashes", "featurize", "featurize_batch", "ray_data_progress_off"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,12 @@ _PARQUET_ARGS: dict[str, Any] = {"compression": "none", "use_dictionary": False,
 _META = ["sha", "clip", "start_s", "error"]
 #: Seconds between two progress lines when the console is not a terminal (CI logs, pipes, files).
 PROGRESS_EVERY_S = 5.0
+#: Collections of at most this many files (without a pretrained kind) are featurized in the calling
+#: process, not in Ray tasks. Measured on 2 cores: 30 songs of 30 s take 0.3 to 0.6 s there against
+#: 8 to 15 s for Ray's workers to start; 104 songs take about as long either way once Ray's workers
+#: run. With many cores Ray wins only when the work outlasts its start-up, and 256 songs of 30 s are
+#: about 5 s of work in one process.
+IN_PROCESS_MAX_FILES = 256
 
 
 @dataclass
@@ -240,7 +251,11 @@ def _from_binary(col: pa.ChunkedArray, rows: np.ndarray, shape: tuple[int, int])
 def featurize_batch(batch: dict[str, np.ndarray], settings: dict[str, Any]) -> pa.Table:
     """Ray Data UDF: a batch of files -> one row per clip (or one error row per bad file)."""
     s = FeatureSettings(**{**settings, "kinds": tuple(settings["kinds"])})
-    shas, clip_idx, starts, errors, waves = [], [], [], [], []
+    shas: list[str] = []
+    clip_idx: list[int] = []
+    starts: list[float] = []
+    errors: list[str | None] = []
+    waves: list[np.ndarray] = []
     hop = max(1, int(round(s.clip_samples * (1 - s.clip_overlap))))
     for path, sha in zip(batch["path"], batch["sha"], strict=True):
         try:
@@ -318,7 +333,7 @@ def _load(store: _Store, path: str, settings: FeatureSettings, manifest: pd.Data
 
 
 def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str | os.PathLike[str],
-              batch_files: int = 8) -> FeatureTable:
+              batch_files: int = 8, *, in_process: bool | None = None) -> FeatureTable:
     """Features for every song of ``manifest``, from the cache or computed with Ray Data.
 
     Every feature kind in ``settings.kinds`` is its own cached variant, keyed by the content of
@@ -328,17 +343,20 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
     that adds a variant computes just the new one.
 
     Features are float32, stored and loaded bit for bit. ``info`` of the result has the cache
-    key, counts, and where the time went: ``hash_s`` (content hashing), ``compute_s`` (the Ray
-    Data run, cache write included), ``load_s`` (reading the cache back), and when Ray Data
-    reports them ``task_featurize_s`` / ``task_write_s`` (time inside the tasks, summed over
-    tasks, for decoding+features and for the Parquet write).
+    key, counts, ``in_process`` (how the missing kinds were computed) and where the time went:
+    ``hash_s`` (content hashing), ``compute_s`` (the pass, cache write included) and ``load_s``
+    (reading the cache back).
 
     Args:
         manifest: one row per song with ``path`` (and ``sha`` if already hashed).
         settings: the features to compute.
         cache_dir: the folder that holds one sub-folder per cache key: a path, or a URI such as
             ``s3://bucket/cache`` (see :mod:`genre_ray.storage`).
-        batch_files: the most files per Ray Data task (fewer when that keeps every CPU busy).
+        batch_files: the most files per Ray Data task (fewer when that keeps every CPU busy), or per
+            batch in this process.
+        in_process: compute in this process (True) or in Ray Data tasks (False); default: in this
+            process for at most :data:`IN_PROCESS_MAX_FILES` files and no pretrained kind. Either
+            writes the same cache entries, so either reads what the other wrote.
 
     Returns:
         A :class:`FeatureTable`; its ``clips`` carry ``sha`` to join back to the manifest.
@@ -349,6 +367,9 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
         manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
         timings["hash_s"] = time.perf_counter() - t0
     hashes = manifest["sha"].tolist()
+    if in_process is None:
+        in_process = len(set(hashes)) <= IN_PROCESS_MAX_FILES and not set(settings.kinds) & set(PRETRAINED_KINDS)
+    timings["in_process"] = in_process
     store = _Store(cache_dir)
     keys = {kind: cache_key(hashes, replace(settings, kinds=(kind,))) for kind in settings.kinds}
     data = {kind: store.data_of(keys[kind]) for kind in settings.kinds}
@@ -359,11 +380,11 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
     if missing:
         todo = replace(settings, kinds=tuple(missing))
         final = keys[missing[0]] if len(missing) == 1 else cache_key(hashes, todo)
-        log.info("feature cache miss (%s): featurizing %d files with Ray Data into %s", ", ".join(missing),
-                 len(manifest), store.show(store.path(final)))
+        log.info("feature cache miss (%s): featurizing %d files %s into %s", ", ".join(missing), len(manifest),
+                 "in this process" if in_process else "with Ray Data", store.show(store.path(final)))
         t1 = time.perf_counter()
         timings.update(_compute(manifest, todo, store, final, {kind: keys[kind] for kind in missing},
-                                batch_files))
+                                batch_files, in_process))
         timings["compute_s"] = time.perf_counter() - t1
         data.update({kind: store.data_of(keys[kind]) for kind in missing})
     t2 = time.perf_counter()
@@ -484,28 +505,15 @@ def _task_files(n_files: int, batch_files: int) -> int:
 
 
 def _compute(manifest: pd.DataFrame, settings: FeatureSettings, store: _Store, final: str,
-             entries: dict[str, str], batch_files: int) -> dict[str, Any]:
-    """One Ray Data pass into ``<final>/run-<id>``, then the markers of ``final`` and ``entries``."""
-    import ray
-
+             entries: dict[str, str], batch_files: int, in_process: bool) -> dict[str, Any]:
+    """One pass into ``<final>/run-<id>``, then the markers of ``final`` and ``entries``."""
     run = f"{final}/run-{uuid.uuid4().hex[:12]}"
     # In hash order, so that the files read back in the order _load wants (no reordering copy).
     items = manifest.drop_duplicates("sha").sort_values("sha")[["path", "sha"]].to_dict("records")
-    per_task = _task_files(len(items), batch_files)
-    tasks = max(1, math.ceil(len(items) / per_task))
     published = False
     try:
-        ds = ray.data.from_items(items, override_num_blocks=tasks)
-        udf = PretrainedFeaturizer if set(settings.kinds) & set(PRETRAINED_KINDS) else featurize_batch
-        ds = ds.map_batches(udf, **_map_args(settings, per_task, tasks))
-        # This dataset's own context (a copy made by from_items), so the global one is untouched.
-        # Operator reservation splits CPUs between operators; here map and write are fused into
-        # one, and while the cluster size is still unknown (the first ~1 s of every run) the
-        # reservation lets only one task run: measured 1.0 CPU busy of 2.
-        ds.context.op_resource_reservation_enabled = False
-        ds.context.per_stage_map_timing = True  # to report the write apart from the features
-        with _write_progress(store, store.path(run), len(items), tasks):
-            ds.write_parquet(store.path(run), filesystem=store.fs, **_PARQUET_ARGS)
+        one_pass = _in_process_pass if in_process else _ray_pass
+        counts = one_pass(items, settings, store, store.path(run), batch_files)
         pause_point("cache.before_marker")  # the kill tests stop here: the data written, not yet published
         store.publish(final, {"version": CACHE_VERSION, "settings": settings.as_dict(), "files": len(items),
                               "written": time.time(), "data": run})
@@ -517,7 +525,57 @@ def _compute(manifest: pd.DataFrame, settings: FeatureSettings, store: _Store, f
         if not published:
             store.discard(run)
     store.sweep()
-    return {"tasks": tasks, **_stage_seconds(ds)}
+    return counts
+
+
+def _ray_pass(items: list[dict[str, Any]], settings: FeatureSettings, store: _Store, folder: str,
+              batch_files: int) -> dict[str, Any]:
+    """Featurize ``items`` in Ray Data tasks, each writing its Parquet file into ``folder``."""
+    import ray
+
+    per_task = _task_files(len(items), batch_files)
+    tasks = max(1, math.ceil(len(items) / per_task))
+    ds: Any = ray.data.from_items(items, override_num_blocks=tasks)
+    udf = PretrainedFeaturizer if set(settings.kinds) & set(PRETRAINED_KINDS) else featurize_batch
+    ds = ds.map_batches(udf, **_map_args(settings, per_task, tasks))
+    # This dataset's own context (a copy made by from_items), so the global one is untouched.
+    # Operator reservation splits CPUs between operators; here map and write are fused into
+    # one, and while the cluster size is still unknown (the first ~1 s of every run) the
+    # reservation lets only one task run: measured 1.0 CPU busy of 2.
+    ds.context.op_resource_reservation_enabled = False
+    with _write_progress(store, folder, len(items), tasks):
+        ds.write_parquet(folder, filesystem=store.fs, **_PARQUET_ARGS)
+    return {"tasks": tasks}
+
+
+def _in_process_pass(items: list[dict[str, Any]], settings: FeatureSettings, store: _Store, folder: str,
+                     batch_files: int) -> dict[str, Any]:
+    """Featurize ``items`` here, ``batch_files`` at a time, each batch written as its Parquet file
+    into ``folder``: :func:`featurize_batch` (or the actors' :class:`PretrainedFeaturizer`) with one
+    thread for torch and for numpy's BLAS and OpenMP, as in a Ray task of one CPU (Ray sets
+    ``OMP_NUM_THREADS=1`` there), so that the values are bit for bit those a task computes: a
+    BLAS with two threads sums in another order (measured: gtzan57 differed by one float32 ulp)."""
+    import torch
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+    config = settings.as_dict()
+    udf = PretrainedFeaturizer(config) if set(settings.kinds) & set(PRETRAINED_KINDS) else None
+    step = max(1, batch_files)
+    store.fs.create_dir(folder, recursive=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1), Progress("featurizing", len(items)) as progress:
+            for i in range(0, len(items), step):
+                part = items[i:i + step]
+                batch = {"path": np.array([r["path"] for r in part]), "sha": np.array([r["sha"] for r in part])}
+                table = featurize_batch(batch, config) if udf is None else udf(batch)
+                pq.write_table(table, f"{folder}/part-{i // step:06d}.parquet", filesystem=store.fs,
+                               **_PARQUET_ARGS)
+                progress.update(i + len(part))
+    finally:
+        torch.set_num_threads(threads)
+    return {"batches": math.ceil(len(items) / step)}
 
 
 @contextmanager
@@ -559,23 +617,6 @@ def _parquet_files(store: _Store, folder: str) -> int:
     return sum(i.type == pafs.FileType.File and i.path.endswith(".parquet") for i in infos)
 
 
-def _stage_seconds(ds: Any) -> dict[str, float]:
-    """Seconds inside the tasks (summed over tasks) per fused stage: features, then the write.
-
-    The fused chain is featurize_batch -> Parquet write -> write stats, in that order. Uses Ray
-    Data's stats (a developer API); returns nothing rather than fail if they change.
-    """
-    try:
-        for op in ds.get_stats_summary().operators_stats:
-            stages = op.stage_time or []
-            if op.operator_name.startswith(("MapBatches(featurize_batch)->Write",
-                                            "MapBatches(PretrainedFeaturizer)->Write")) and len(stages) >= 2:
-                return {"task_featurize_s": float(stages[0].sum), "task_write_s": float(stages[1].sum)}
-    except Exception as exc:  # noqa: BLE001 - timing is a report, never a reason to fail
-        log.debug("no per-stage timing from Ray Data: %s", exc)
-    return {}
-
-
 def image_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     """Ray Data UDF: image files -> ``(size, size)`` grey-scale float32 in [0, 1], or an error."""
     from PIL import Image, UnidentifiedImageError
@@ -601,7 +642,7 @@ def featurize_images(manifest: pd.DataFrame, size: int) -> FeatureTable:
     import ray
 
     t0 = time.perf_counter()
-    ds = ray.data.from_items(manifest[["path", "sha"]].to_dict("records"))
+    ds: Any = ray.data.from_items(manifest[["path", "sha"]].to_dict("records"))
     ds = ds.map_batches(image_batch, batch_size=16, batch_format="numpy", fn_kwargs={"size": size})
     rows = ds.to_pandas()
     errors = [str(e) for e in rows["error"]]
