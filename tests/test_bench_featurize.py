@@ -1,4 +1,4 @@
-"""``python -m genre_ray.bench featurize``: its report, and that its three methods agree.
+"""``python -m genre_ray.bench featurize``: its report, that its methods agree, and its start-up rows.
 
 No timing thresholds here: timings belong in results/bench_featurize.md, not in a test.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from genre_ray.bench.__main__ import build_parser
-from genre_ray.bench.featurize import BenchResult, bench_settings, report, run_featurize_bench
+from genre_ray.bench.featurize import BenchResult, Startup, bench_settings, report, run_featurize_bench, time_startup
 from genre_ray.bench.memory import parse_sizes, run_memory_bench
 from genre_ray.data.collection import folder_manifest
 from genre_ray.data.demo import DemoSpec, ensure_demo_collection
@@ -31,7 +31,8 @@ def ray_module():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        # Its own Ray ("local"): not a cluster another process's ``ray start`` left on this machine.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     if started:
@@ -58,7 +59,7 @@ def test_help_explains_every_option() -> None:
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         build_parser().parse_args(["featurize", "--help"])
     for option in ("DIR", "--songs", "--seq-songs", "--out", "--cpus", "--repeats", "--batch-files",
-                   "--cache-dir", "--memory-sizes", "--wait-load"):
+                   "--cache-dir", "--memory-sizes", "--startup-runs", "--wait-load"):
         assert option in out.getvalue()
 
 
@@ -68,16 +69,48 @@ def test_report_has_three_methods_and_ratios(bench: tuple[BenchResult, Path], tm
                           bench_settings(**TINY))
     assert md.exists() and path_csv == tmp_path / "bench.csv"
     rows = list(csv.DictReader(path_csv.open()))
-    assert [r["method"] for r in rows] == ["pipeline", "sequential", "floor"]
+    assert [r["method"] for r in rows] == ["pipeline", "pipeline, Ray Data", "sequential", "floor"]
     assert all(float(r["clips_per_s"]) > 0 and float(r["pipeline_over_this"]) > 0 for r in rows)
-    assert int(rows[0]["clips"]) == int(rows[2]["clips"]) == 4 * 6  # 4 songs of 6 one-second clips
-    assert int(rows[1]["songs"]) == 2 and "extrapolated" in rows[1]["note"]
+    assert int(rows[0]["clips"]) == int(rows[1]["clips"]) == int(rows[3]["clips"]) == 4 * 6  # 6 clips per song
+    assert int(rows[2]["songs"]) == 2 and "extrapolated" in rows[2]["note"]
+    assert "in this process" in rows[0]["note"] and "in_process=False" in rows[1]["note"]
+    assert result.pipeline.info["in_process"] and not result.ray_data.info["in_process"]  # type: ignore[union-attr]
     text = md.read_text()
-    for needle in ("pipeline / sequential", "pipeline / floor", "cache write + read", "ray.init",
+    for needle in ("pipeline / sequential", "pipeline / floor", "pipeline, Ray Data / floor", "ray.init",
+                   "the pass in this process", "of which decode + features (featurize_batch)", "the Ray Data run",
                    "**cores**: 2", "**load**"):
-        assert needle in text
+        assert needle in text, needle
+    assert "## Start-up" not in text  # the fixture's run has no start-up rows
     assert result.over_floor > 0 and result.over_sequential > 0
     assert not list(cache.iterdir())  # the cold caches are removed
+
+
+def test_the_start_up_rows_and_their_targets(bench: tuple[BenchResult, Path], tmp_path: Path) -> None:
+    result, _ = bench
+    result.startup = [Startup("cold", "featurize", "pipeline", True, [3.0, 2.0, 9.0],
+                              {"imports": 1.0, "ray": 0.0, "featurize": 1.0}, work=0.5),
+                      Startup("cold", "ray.init, then featurize", "Ray Data", False, [14.0],
+                              {"imports": 1.0, "ray": 4.0, "featurize": 9.0}, work=1.0)]
+    try:
+        md, _ = report(result, tmp_path / "bench.md", "python -m genre_ray.bench featurize", bench_settings(**TINY))
+    finally:
+        result.startup = []
+    text = md.read_text()
+    section = text.split("## Start-up: from the command to the features", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| cold")]
+    assert len(table) == 2 and "| 3.00 |" in table[0] and "| 2.50 | yes |" in table[0]  # median 3.0 less 0.5
+    assert "| Ray Data tasks | 14.00 |" in table[1] and "| 13.00 | no |" in table[1]
+    assert "start-up beyond the work, cold Ray session, featurize (pipeline) | 2.50 s | <= 5 s | yes" in text
+
+
+def test_a_start_up_is_timed_in_a_fresh_process(collection: Path, tmp_path: Path) -> None:
+    manifest, _ = folder_manifest(collection)
+    row = time_startup(manifest["path"].tolist(), bench_settings(**TINY), tmp_path, 2, session="cold", ray=None,
+                       in_process=None, cpus=2)
+    assert row.in_process and len(row.runs) == 1 and row.method == "pipeline"
+    assert row.phases["ray"] < 0.1 and 0 < row.phases["imports"] < row.seconds  # no Ray before its features
+    assert sum(row.phases.values()) == pytest.approx(row.seconds, abs=0.01)
+    assert not list(tmp_path.iterdir())  # its spec and cache are removed
 
 
 def test_the_three_methods_compute_the_same_features(bench: tuple[BenchResult, Path]) -> None:
@@ -106,7 +139,7 @@ def test_pipeline_cache_gives_back_the_same_features(collection: Path, ray_modul
     first = featurize(manifest.iloc[:2][["path"]], s, tmp_path, batch_files=1)
     again = featurize(manifest.iloc[:2][["path"]], s, tmp_path, batch_files=1)
     assert not first.cache_hit and again.cache_hit
-    assert {"hash_s", "compute_s", "load_s", "task_featurize_s", "task_write_s"} <= set(first.info)
+    assert {"hash_s", "compute_s", "load_s", "in_process"} <= set(first.info)
     for kind in s.kinds:
         assert again.features[kind].dtype == np.float32 and again.features[kind].flags.writeable
         np.testing.assert_array_equal(again.features[kind], first.features[kind])

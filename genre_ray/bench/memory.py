@@ -183,14 +183,15 @@ def _audio_seconds(paths: list[str]) -> float:
 
 def memory_run(manifest: pd.DataFrame, settings: FeatureSettings, cache_root: Path, batch_files: int,
                collection: str = "") -> MemoryRow:
-    """One cold-cache :func:`~genre_ray.features.pipeline.featurize` of ``manifest`` with its peak memory."""
+    """One cold-cache :func:`~genre_ray.features.pipeline.featurize` of ``manifest`` in Ray Data tasks
+    (``in_process=False``, whatever its size) with the peak memory of the workers and the driver."""
     from genre_ray.features.pipeline import featurize
 
     paths = manifest["path"].tolist()
     with tempfile.TemporaryDirectory(prefix=".bench-mem-", dir=cache_root) as cold:
         t0 = time.perf_counter()
         with PeakSampler() as peak:
-            table = featurize(manifest[["path"]], settings, cold, batch_files=batch_files)
+            table = featurize(manifest[["path"]], settings, cold, batch_files=batch_files, in_process=False)
         seconds = time.perf_counter() - t0
     row = MemoryRow(len(paths), len(table.clips), _audio_seconds(paths), settings.sample_rate,
                     sum(a.nbytes for a in table.features.values()), peak.idle,
