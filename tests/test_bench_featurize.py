@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from genre_ray.bench.__main__ import build_parser
-from genre_ray.bench.featurize import BenchResult, Startup, bench_settings, report, run_featurize_bench, time_startup
+from genre_ray.bench.featurize import (
+    BenchResult,
+    Startup,
+    bench_settings,
+    report,
+    run_featurize_bench,
+    time_startups,
+)
 from genre_ray.bench.memory import parse_sizes, run_memory_bench
 from genre_ray.data.collection import folder_manifest
 from genre_ray.data.demo import DemoSpec, ensure_demo_collection
@@ -105,8 +112,8 @@ def test_the_start_up_rows_and_their_targets(bench: tuple[BenchResult, Path], tm
 
 def test_a_start_up_is_timed_in_a_fresh_process(collection: Path, tmp_path: Path) -> None:
     manifest, _ = folder_manifest(collection)
-    row = time_startup(manifest["path"].tolist(), bench_settings(**TINY), tmp_path, 2, session="cold", ray=None,
-                       in_process=None, cpus=2)
+    [row] = time_startups(manifest["path"].tolist(), bench_settings(**TINY), tmp_path, 2, (("cold", None, None),),
+                          cpus=2, warm_up=False)
     assert row.in_process and len(row.runs) == 1 and row.method == "pipeline"
     assert row.phases["ray"] < 0.1 and 0 < row.phases["imports"] < row.seconds  # no Ray before its features
     assert sum(row.phases.values()) == pytest.approx(row.seconds, abs=0.01)

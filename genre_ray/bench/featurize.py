@@ -23,8 +23,10 @@ features: it imports the pipeline, starts a local Ray or joins a running one whe
 so, and featurizes into an empty cache. Timed from just before the process starts to the
 features returned (an upper bound on the first featurized batch), less the featurizing itself
 (the median timed run of the same method, in a process already warm). Cold Ray session: no Ray
-running for it (RAY_ADDRESS=local when it starts one). Warm: it joins this benchmark's Ray
-session, whose workers have featurized already.
+for it to join (RAY_ADDRESS=local: a Ray it starts is its own). Warm: it joins this benchmark's
+Ray session, whose workers have featurized already. The cold rows run before the benchmark
+starts its Ray, the warm ones after; within each, the rows alternate round by round, after one
+untimed run that loads the libraries into the OS file cache.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STARTUP_TARGET_S", "BenchResult", "FloorPool", "Startup", "bench_settings", "features_in_file_order",
            "librosa_clip_features", "run_featurize_bench", "run_pipeline", "start_ray", "time_sequential",
-           "time_startup"]
+           "time_startups"]
 
 log = logging.getLogger(__name__)
 
@@ -312,43 +314,64 @@ def features_in_file_order(table: Any, paths: list[str]) -> dict[str, np.ndarray
     return {k: v[order] for k, v in table.features.items()}
 
 
-def time_startup(paths: list[str], settings: FeatureSettings, cache_root: Path, batch_files: int, *,
-                 session: str, ray: str | None, in_process: bool | None, cpus: int,
-                 address: str | None = None, runs: int = 1) -> Startup:
-    """Time ``runs`` fresh processes (:mod:`genre_ray.bench._startup`) from just before each starts
-    to its features, each on an empty cache.
+#: The Start-up section's rows: (Ray session, what the command does with Ray first, in_process).
+STARTUP_ROWS: tuple[tuple[str, str | None, bool | None], ...] = (
+    ("cold", None, None), ("cold", "start", None), ("cold", "start", False),
+    ("warm", "join", None), ("warm", "join", False))
+
+
+def _startup_once(paths: list[str], settings: FeatureSettings, cache_root: Path, batch_files: int,
+                  session: str, ray: str | None, in_process: bool | None, cpus: int,
+                  address: str | None) -> tuple[float, dict[str, float], bool]:
+    """One fresh process (:mod:`genre_ray.bench._startup`) on an empty cache: the seconds from just
+    before it starts to its features, their split, and whether it featurized in process."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if session == "cold":  # no Ray for it to join: a Ray it starts is a new local one
+        env.update(RAY_ADDRESS="local", RAY_AUTH_MODE=env.get("RAY_AUTH_MODE", "disabled"))
+    with tempfile.TemporaryDirectory(prefix=".bench-startup-", dir=cache_root) as tmp:
+        spec = Path(tmp) / "spec.json"
+        spec.write_text(json.dumps({"paths": paths, "settings": settings.as_dict(), "cache": str(Path(tmp) / "c"),
+                                    "batch_files": batch_files, "in_process": in_process, "ray": ray,
+                                    "address": address, "cpus": cpus}))
+        t0 = time.time()
+        done = subprocess.run([sys.executable, "-m", "genre_ray.bench._startup", str(spec)], env=env,
+                              capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode:
+        raise RuntimeError(f"the start-up run failed ({done.returncode}): {done.stderr[-2000:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    t = out["times"]
+    phases = {"imports": t["imported"] - t0, "ray": t["ray"] - t["imported"], "featurize": t["featurized"] - t["ray"]}
+    return t["featurized"] - t0, phases, bool(out["in_process"])
+
+
+def time_startups(paths: list[str], settings: FeatureSettings, cache_root: Path, batch_files: int,
+                  rows: tuple[tuple[str, str | None, bool | None], ...] = STARTUP_ROWS, *, cpus: int,
+                  address: str | None = None, runs: int = 1, warm_up: bool = True) -> list[Startup]:
+    """Time each row's command ``runs`` times, round by round (every row once per round, so that a
+    slow spell of the machine hits them alike), after one untimed run that loads the libraries into
+    the OS file cache (as the audio files are, for every method).
 
     Args:
-        session: ``cold`` (no Ray for it to join: ``RAY_ADDRESS=local``) or ``warm`` (the Ray
-            session at ``address`` runs).
-        ray: what the process does with Ray before featurizing: nothing (None), ``start`` a local Ray
-            of ``cpus`` CPUs, or ``join`` the one at ``address``.
-        in_process: the pipeline's ``in_process`` (None: it decides).
+        rows: ``(session, ray, in_process)``: ``session`` is ``cold`` (no Ray for the command to join)
+            or ``warm`` (the Ray session at ``address`` runs); ``ray`` what the command does first:
+            nothing (None), ``start`` a local Ray of ``cpus`` CPUs, or ``join`` the one at
+            ``address``; ``in_process`` the pipeline's (None: it decides).
     """
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    if session == "cold":
-        env.update(RAY_ADDRESS="local", RAY_AUTH_MODE=env.get("RAY_AUTH_MODE", "disabled"))
-    seconds, phases, here = [], [], bool(in_process)
+    before = {None: "featurize", "start": "ray.init, then featurize", "join": "join Ray, then featurize"}
+    out = [Startup(session, before[ray], "pipeline" if here is None else "Ray Data", bool(here), [], {})
+           for session, ray, here in rows]
+    if warm_up:
+        _startup_once(paths, settings, cache_root, batch_files, "cold", None, None, cpus, None)
+    splits: list[list[tuple[float, dict[str, float]]]] = [[] for _ in rows]
     for _ in range(runs):
-        with tempfile.TemporaryDirectory(prefix=".bench-startup-", dir=cache_root) as tmp:
-            spec = Path(tmp) / "spec.json"
-            spec.write_text(json.dumps({"paths": paths, "settings": settings.as_dict(), "cache": str(Path(tmp) / "c"),
-                                        "batch_files": batch_files, "in_process": in_process, "ray": ray,
-                                        "address": address, "cpus": cpus}))
-            t0 = time.time()
-            done = subprocess.run([sys.executable, "-m", "genre_ray.bench._startup", str(spec)], env=env,
-                                  capture_output=True, text=True, timeout=900, check=False)
-        if done.returncode:
-            raise RuntimeError(f"the start-up run failed ({done.returncode}): {done.stderr[-2000:]}")
-        out = json.loads(done.stdout.strip().splitlines()[-1])
-        t = out["times"]
-        here = out["in_process"]
-        seconds.append(t["featurized"] - t0)
-        phases.append({"imports": t["imported"] - t0, "ray": t["ray"] - t["imported"],
-                       "featurize": t["featurized"] - t["ray"]})
-    before = {None: "featurize", "start": "ray.init, then featurize", "join": "join Ray, then featurize"}[ray]
-    median = phases[int(np.argsort(seconds)[len(seconds) // 2])]
-    return Startup(session, before, "pipeline" if in_process is None else "Ray Data", here, seconds, median)
+        for row, split, (session, ray, here) in zip(out, splits, rows, strict=True):
+            seconds, phases, row.in_process = _startup_once(paths, settings, cache_root, batch_files, session, ray,
+                                                            here, cpus, address)
+            row.runs.append(seconds)
+            split.append((seconds, phases))
+    for row, split in zip(out, splits, strict=True):
+        row.phases = sorted(split, key=lambda sp: sp[0])[len(split) // 2][1]  # the median run's split
+    return out
 
 
 def run_featurize_bench(root: str | os.PathLike[str], *, songs: int | None = None, seq_songs: int | None = 20,
@@ -369,7 +392,7 @@ def run_featurize_bench(root: str | os.PathLike[str], *, songs: int | None = Non
         settings: the features (default: :func:`bench_settings`).
         keep_features: also return every method's features (to check that they agree).
         startup_runs: fresh processes per start-up row (0: no Start-up section). The cold rows run
-            before this process starts Ray, the warm ones join it once its workers are warm.
+            before this process starts Ray, the warm ones join its session once its workers are warm.
 
     Returns:
         The :class:`BenchResult`.
@@ -384,19 +407,17 @@ def run_featurize_bench(root: str | os.PathLike[str], *, songs: int | None = Non
     for path in manifest["path"]:  # the OS file cache is warm for every method alike
         Path(path).read_bytes()
     files = manifest["path"].tolist()
-    startups = []
-    if startup_runs:
-        for ray, in_process in ((None, None), ("start", None), ("start", False)):
-            startups.append(time_startup(files, settings, cache, batch_files, session="cold", ray=ray,
-                                         in_process=in_process, cpus=cores, runs=startup_runs))
+    cold = tuple(r for r in STARTUP_ROWS if r[0] == "cold")
+    startups: list[Startup] = []
+    if startup_runs:  # before this process starts Ray (unless a caller's runs already)
+        startups = time_startups(files, settings, cache, batch_files, cold, cpus=cores, runs=startup_runs)
     start = start_ray(manifest, settings, cores, cache)
     if startup_runs:
-        import ray as ray_module
+        import ray
 
-        address = ray_module.get_runtime_context().gcs_address
-        for in_process in (None, False):
-            startups.append(time_startup(files, settings, cache, batch_files, session="warm", ray="join",
-                                         in_process=in_process, cpus=cores, address=address, runs=startup_runs))
+        startups += time_startups(files, settings, cache, batch_files, tuple(r for r in STARTUP_ROWS if r not in cold),
+                                  cpus=cores, runs=startup_runs, address=ray.get_runtime_context().gcs_address,
+                                  warm_up=False)
     pipe, ray_data, floor, table, paths, floor_features = _timed_methods(manifest, settings, cache, batch_files,
                                                                          repeats, start)
     for row in startups:
@@ -498,10 +519,12 @@ def _startup_section(r: BenchResult) -> tuple[str, str]:
             f"Each row is a fresh Python process (`python -m genre_ray.bench._startup`), median of {n} "
             "run(s), timed from just before it starts to its features returned: an upper bound on its "
             "first featurized batch. \"The featurizing itself\" is the median timed run of the same "
-            "method in this process, once warm (the Throughput table). Cold rows ran before this "
-            "benchmark started Ray, each starting its own where it needs one; warm rows join this "
-            "benchmark's Ray session after its workers have featurized. `genre-ray search` today calls "
-            "ray.init before featurizing: the \"ray.init, then featurize\" rows.")
+            "method in this process, once warm (the Throughput table). Cold rows ran before this benchmark "
+            "started its Ray, with none to join (RAY_ADDRESS=local), each starting its own where the row "
+            "says so; warm rows join this benchmark's Ray session after its workers have featurized. Within "
+            "each, the rows alternate round by round, after one untimed run that loads the libraries into "
+            "the OS file cache. `genre-ray search` "
+            "today calls ray.init before featurizing: the \"ray.init, then featurize\" rows.")
     return "Start-up: from the command to the features", text
 
 
