@@ -88,7 +88,7 @@ class SearchConfig:
     """
 
     source_file: str
-    name: str | None = knob(_str(optional=True))
+    name: str = knob(_str(optional=True), "")  # absent or null: the file's stem
     task: str = knob(_str(), "demo")
     tasks: list[Task] = knob(_later, [])  # a list of task mappings; checked by rules.parse_tasks
     data: Data = _section(Data)

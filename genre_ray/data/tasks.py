@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,7 @@ class TaskSpec:
     min_songs: int = 3
 
     @classmethod
-    def from_config(cls, raw: dict[str, Any]) -> TaskSpec:
+    def from_config(cls, raw: Mapping[str, Any]) -> TaskSpec:
         """Build from a validated ``tasks:`` entry."""
         merge = {str(k): tuple(str(x) for x in v) for k, v in (raw.get("merge") or {}).items()}
         return cls(name=raw["name"], classes=tuple(str(c) for c in raw.get("classes") or ()), merge=merge,

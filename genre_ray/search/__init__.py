@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not summaries and args.resume:
             print("Nothing to resume: every task of this search had finished; its results are in "
-                  f"{cfg.output['results_dir']}/{cfg.name}")
+                  f"{cfg.output.results_dir}/{cfg.name}")
         for summary in summaries:
             _print_report(summary)
     from genre_ray.search.report import kept_damaged

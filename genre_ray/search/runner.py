@@ -62,12 +62,12 @@ class SearchFailed(RuntimeError):
 def _collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The manifest of the configured source, and the files its scan had to skip."""
     data = cfg.data
-    raw = data["path"]  # a URI (s3://, gs://, file://) stays a URI: folder reads it through pyarrow
-    source, path = data["source"], (raw if is_uri(raw) else Path(raw).expanduser()) if raw else None
+    raw = data.path  # a URI (s3://, gs://, file://) stays a URI: folder reads it through pyarrow
+    source, path = data.source, (raw if is_uri(raw) else Path(raw).expanduser()) if raw else None
     try:
         if source == "demo":
             root = path or results / "demo_collection"
-            return folder_manifest(ensure_demo_collection(root, DemoSpec(**data["demo"])))
+            return folder_manifest(ensure_demo_collection(root, DemoSpec(**data.demo)))
         if path is None:  # the config refuses this; a caller that built one by hand gets the key
             raise CollectionError(f"data.path: required for data.source {source}, got null")
         if source == "folder":
@@ -75,7 +75,7 @@ def _collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.Data
         if source == "tags":
             from genre_ray.data.tags import tag_manifest
 
-            manifest, skipped, unmapped = tag_manifest(path, data["mapping"])
+            manifest, skipped, unmapped = tag_manifest(path, data.mapping)
             if len(unmapped):
                 log.warning("genre tags with no mapping (add them to data.mapping): %s",
                             ", ".join(f"{r.raw_genre} ({r.files})" for r in unmapped.head(15).itertuples()))
@@ -87,7 +87,7 @@ def _collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.Data
         if source == "fma":
             from genre_ray.data.manifests import fma_manifest
 
-            return fma_manifest(path, Path(data["audio_dir"]).expanduser(), data["subset"])
+            return fma_manifest(path, Path(data["audio_dir"]).expanduser(), data.subset)
         if source == "images":
             return image_manifest(path)
         if source == "table":  # rows and values are read together with the features (_featurize)
@@ -131,7 +131,7 @@ def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tupl
     """Features of every row of the manifest (already hashed: ``sha``), by the source's kind."""
     from genre_ray.features.pipeline import FeatureTable, featurize
 
-    kind = cfg.features["kind"]
+    kind = cfg.features.kind
     if kind == "table":
         try:
             rows, values, names, skipped = table_manifest(cfg.data["path"])
@@ -139,17 +139,17 @@ def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tupl
             raise SearchFailed(str(exc)) from None
         clips = pd.DataFrame({"sha": rows["sha"], "clip": 0, "start_s": 0.0})
         log.info("features: %d columns read from the table (no audio to featurize)", len(names))
-        return FeatureTable({"table": values}, clips, skipped, str(cfg.data["path"]), cache_hit=True,
+        return FeatureTable({"table": values}, clips, skipped, str(cfg.data.path), cache_hit=True,
                             info={"cache_key": hashlib.sha256(values.tobytes()).hexdigest()[:24]}), rows
     ray_init(cfg)
     if kind == "image":
         from genre_ray.features.pipeline import featurize_images
 
-        table = featurize_images(manifest, cfg.features["image_size"])
+        table = featurize_images(manifest, cfg.features.image_size)
     else:
         settings = FeatureSettings.from_config(cfg.features, kinds=tuple(cfg.feature_kinds))
-        cache_dir = cfg.features["cache_dir"] or results / "cache"
-        table = featurize(manifest, settings, cache_dir, cfg.features["batch_files"])
+        cache_dir = cfg.features.cache_dir or results / "cache"
+        table = featurize(manifest, settings, cache_dir, cfg.features.batch_files)
     log.info("features: %s (%s, %d clips, %.1f s)", table.cache_path, "cache hit" if table.cache_hit else
              "computed", len(table.clips), table.seconds)
     return table, manifest
@@ -244,11 +244,11 @@ def load_collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.
     from genre_ray.features.pipeline import content_hashes
 
     manifest, skipped = _collection(cfg, results)
-    if cfg.features["kind"] == "table":
+    if cfg.features.kind == "table":
         table, manifest = _featurize(cfg, manifest, results)
     else:
         manifest, copies = _drop_copies(manifest.assign(sha=content_hashes(manifest["path"].tolist())),
-                                        cfg.data["truncated"])
+                                        cfg.data.truncated)
         table, manifest = _featurize(cfg, manifest, results)
         skipped = pd.concat([skipped, copies], ignore_index=True)
     skipped = pd.concat([skipped, table.skipped], ignore_index=True)
@@ -262,23 +262,23 @@ def split_songs(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame) -> t
     try:
         songs, class_report = apply_task(all_songs, task)
         sp = cfg.split
-        split, how = assign_splits(songs, sp["val_fraction"], sp["test_fraction"], sp["seed"])
+        split, how = assign_splits(songs, sp.val_fraction, sp.test_fraction, sp.seed)
     except (TaskError, SplitError) as exc:
         raise SearchFailed(str(exc)) from None
     songs["split"] = split
-    k = auto_folds(sp["folds"], int((songs["split"] != "test").sum()))
+    k = auto_folds(sp.folds, int((songs["split"] != "test").sum()))
     if k:
         # Cross-validation on the songs outside the test split: train and val become folds.
         dev = songs["split"] != "test"
         songs.loc[dev, "split"] = "train"
         try:
-            folds = song_folds(songs[dev], k, sp["seed"])
+            folds = song_folds(songs[dev], k, sp.seed)
         except SplitError as exc:
             raise SearchFailed(str(exc)) from None
         songs["fold"] = -1
         songs.loc[dev, "fold"] = folds
         how += f", {k}-fold cross-validation" + (
-            f" (split.folds auto: fewer than {AUTO_FOLDS_BELOW} non-test songs)" if sp["folds"] == "auto" else "")
+            f" (split.folds auto: fewer than {AUTO_FOLDS_BELOW} non-test songs)" if sp.folds == "auto" else "")
     return songs, class_report, how
 
 
@@ -288,7 +288,7 @@ def prepare(cfg: SearchConfig) -> dict[str, Any]:
     Returns:
         ``{"trial": {kind: TrialData or folds}, "test": ..., "classes": ..., "groups": ...}``.
     """
-    results = Path(cfg.output["results_dir"]).expanduser().resolve()
+    results = Path(cfg.output.results_dir).expanduser().resolve()
     songs, rows, table, _ = load_collection(cfg, results)
     songs, _, _ = split_songs(cfg, TaskSpec.from_config(cfg.tasks[0]), songs)
     return {**_split_arrays(cfg, songs, rows, table), "groups": _groups(cfg)}
@@ -326,8 +326,8 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
 
     t0 = time.perf_counter()
     _library_levels()
-    results = Path(cfg.output["results_dir"]).expanduser().resolve()
-    uri = cfg.tracking["uri"] or default_tracking_uri(results)
+    results = Path(cfg.output.results_dir).expanduser().resolve()
+    uri = cfg.tracking.uri or default_tracking_uri(results)
     try:
         check_reachable(uri)
     except TrackingError as exc:
@@ -340,9 +340,9 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
         raise SearchFailed(str(exc)) from None
     _check_shared_storage(cfg, results)
 
-    if cfg.model.get("left_out"):
+    if cfg.model.left_out:
         log.info("models left out of the search: %s (they take none of the features %s)",
-                 ", ".join(cfg.model["left_out"]), ", ".join(cfg.feature_kinds))
+                 ", ".join(cfg.model.left_out), ", ".join(cfg.feature_kinds))
     songs, rows, table, skipped = load_collection(cfg, results)
     cache = {"path": table.cache_path, "hit": table.cache_hit, "clips": len(table.clips), "files": len(rows)}
     summaries = []
@@ -360,11 +360,11 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
         write_summary(out_dir / "summary.md", summary)
         from genre_ray.search.report import best_so_far_png, write_param_importances
 
-        write_param_importances(summary["leaderboard"], cfg.search["metric"], cfg.mode,
+        write_param_importances(summary["leaderboard"], cfg.search.metric, cfg.mode,
                                 out_dir / "param_importances.csv")
-        best_so_far_png(summary["leaderboard"], cfg.search["metric"], cfg.mode, out_dir / "best_so_far.png")
+        best_so_far_png(summary["leaderboard"], cfg.search.metric, cfg.mode, out_dir / "best_so_far.png")
         summary["tracker"].finish_parent(
-            {f"best_{cfg.search['metric']}": summary["best_val"], "test_songs": summary["test_songs"],
+            {f"best_{cfg.search.metric}": summary["best_val"], "test_songs": summary["test_songs"],
              **{f"test_song_{k}": v for k, v in summary["test"].items()},
              **({"zero_shot_val_song_acc": summary["zero_shot"]["val_acc"],
                  "zero_shot_test_song_acc": summary["zero_shot"]["test_acc"]} if summary.get("zero_shot") else {}),
@@ -387,7 +387,7 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
     from genre_ray.tracking import Tracker, TrackingError, git_commit
 
     try:
-        tracker = Tracker(uri, cfg.tracking["experiment"] or task.name, artifact_root=results / "mlartifacts",
+        tracker = Tracker(uri, cfg.tracking.experiment or task.name, artifact_root=results / "mlartifacts",
                           spool=out_dir / TRACKING_BACKLOG)
     except TrackingError as exc:
         raise SearchFailed(str(exc)) from None
@@ -457,7 +457,7 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
             grid = tuner(cfg, data, tracker, storage, run_name, _groups(cfg), journal=journal).fit()
     board, by_trial = leaderboard(grid, cfg)
     board.to_csv(out_dir / "leaderboard.csv", index=False)
-    metric = cfg.search["metric"]
+    metric = cfg.search.metric
     if board.empty or pd.isna(board.loc[0, f"best_{metric}"]):
         tracker.finish_parent({}, {"outcome": "all trials failed"}, [out_dir / "leaderboard.csv"], "FAILED")
         raise SearchFailed(f"task {task.name}: every trial failed; see the error column of "
@@ -525,7 +525,7 @@ STATE_FILE = "search_state.json"
 
 def storage_location(cfg: SearchConfig, results: Path) -> str:
     """Tune's storage: ``search.storage_path`` (a folder or an ``s3://`` / ``gs://`` URI), else ``<results>/ray``."""
-    where = cfg.search["storage_path"]
+    where = cfg.search.storage_path
     if where and is_uri(where):
         return str(where)
     return str(Path(where or results / "ray").expanduser().resolve())
@@ -549,9 +549,9 @@ def _check_shared_storage(cfg: SearchConfig, results: Path, hosts: int | None = 
     if hosts <= 1:
         return
     places = {"search.storage_path": storage_location(cfg, results),
-              "features.cache_dir": str(cfg.features["cache_dir"] or results / "cache")}
-    if cfg.data["source"] != "demo" and cfg.data.get("path"):
-        places["data.path"] = str(cfg.data["path"])
+              "features.cache_dir": str(cfg.features.cache_dir or results / "cache")}
+    if cfg.data.source != "demo" and cfg.data.path:
+        places["data.path"] = str(cfg.data.path)
     for key, where in places.items():
         if node_local(where):
             raise SearchFailed(f"{key} {describe(where)} is on this node's own disk, but the Ray cluster spans "
@@ -619,7 +619,7 @@ def _groups(cfg: SearchConfig) -> dict[str, tuple[int, ...]]:
 def _feature_tag(cfg: SearchConfig, kind: str) -> str:
     """The settings that made the model's input, for the registered version's tags."""
     if kind in ("table", "image"):  # read from the source, not computed from audio
-        return str({"kind": kind, **({"image_size": cfg.features["image_size"]} if kind == "image" else {})})
+        return str({"kind": kind, **({"image_size": cfg.features.image_size} if kind == "image" else {})})
     return str(FeatureSettings.from_config(cfg.features, kinds=(kind,)).as_dict())
 
 
@@ -646,8 +646,8 @@ def zero_shot(cfg: SearchConfig, arrays: dict[str, Any]) -> dict[str, Any] | Non
     )
 
     kind = next((k for k in cfg.feature_kinds if k in TAGGRAM_KINDS), None)
-    cols = taggram_columns(kind, cfg.features["embedding_layer"]) if kind else None
-    mapping = cfg.data["mapping"] or (DEFAULT_MAPPING if DEFAULT_MAPPING.is_file() else None)
+    cols = taggram_columns(kind, cfg.features.embedding_layer) if kind else None
+    mapping = cfg.data.mapping or (DEFAULT_MAPPING if DEFAULT_MAPPING.is_file() else None)
     if kind is None or cols is None or mapping is None:
         return None
     classes = arrays["classes"]
@@ -693,7 +693,7 @@ def _refit(cfg: SearchConfig, best: Any, board: pd.DataFrame, arrays: dict[str, 
     tid = _trial_id(best)
     row = board[board["trial_id"] == tid]
     epochs = int(row["best_epoch"].iloc[0]) if len(row) and pd.notna(row["best_epoch"].iloc[0]) else \
-        int(min(plan.train.get("epochs", 1), cfg.search["max_epochs"]))
+        int(min(plan.train.get("epochs", 1), cfg.search.max_epochs))
     songs = int(arrays["dev_songs"])
     run = f"refit-{tid}"
     tracker.start_trial(run, run, {**best.config, "refit.of_trial": tid, "refit.epochs": epochs,
@@ -731,7 +731,7 @@ def _trial_model(cfg: SearchConfig, result: Any, arrays: dict[str, Any]) -> Any:
     from genre_ray.config.spaces import resolve
     from genre_ray.training.loop import load_checkpoint_model
 
-    checkpoint = _checkpoint_of(result, cfg.search["metric"], cfg.mode)
+    checkpoint = _checkpoint_of(result, cfg.search.metric, cfg.mode)
     with checkpoint.as_directory() as d:
         return load_checkpoint_model(d, arrays["trial"][resolve(result.config).kind], result.config, _groups(cfg))
 
@@ -782,7 +782,7 @@ def _classifier(cfg: SearchConfig, config: dict[str, Any], model: Any, arrays: d
     settings = FeatureSettings.from_config(cfg.features, kinds=(plan.kind,)) if audio else None
     info = {**info, "model": plan.model, "params": dict(plan.params)}
     if plan.kind == "image":
-        info["image_size"] = cfg.features["image_size"]
+        info["image_size"] = cfg.features.image_size
     return SongClassifier(model, arrays["classes"], plan.kind, settings, plan.train.get("aggregation", "mean"),
                           info, shape)
 
@@ -797,8 +797,8 @@ def _ensemble(cfg: SearchConfig, board: pd.DataFrame, by_trial: dict[str, Any], 
     from genre_ray.config.spaces import resolve
     from genre_ray.search.selection import greedy_ensemble
 
-    metric = cfg.search["metric"]
-    results = _candidates(board, by_trial, metric, cfg.mode, max(1, int(cfg.search["ensemble"])))
+    metric = cfg.search.metric
+    results = _candidates(board, by_trial, metric, cfg.mode, max(1, int(cfg.search.ensemble)))
     kept, models, oof = [], [], []
     for result in results:
         try:
@@ -811,7 +811,7 @@ def _ensemble(cfg: SearchConfig, board: pd.DataFrame, by_trial: dict[str, Any], 
         models.append(model)
     if not kept:
         return None
-    choice = greedy_ensemble(oof, arrays["oof_y"], rounds=int(cfg.search["ensemble_rounds"]))
+    choice = greedy_ensemble(oof, arrays["oof_y"], rounds=int(cfg.search.ensemble_rounds))
     return {"choice": choice, "results": kept, "oof": oof, "models": models}
 
 
@@ -824,7 +824,7 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, by_tri
     from genre_ray.search.selection import mix, score
     from genre_ray.serving.classifier import EnsembleClassifier
 
-    metric = cfg.search["metric"]
+    metric = cfg.search.metric
     plan = resolve(best.config)
     test, classes = arrays["test"][plan.kind], arrays["classes"]
     refits: dict[str, tuple[Any, dict[str, Any]] | None] = {}
@@ -832,7 +832,7 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, by_tri
     def final_model(result: Any) -> tuple[Any, dict[str, Any] | None]:
         """The trial's configuration refitted on every non-test song, or its own model."""
         tid = _trial_id(result)
-        if cfg.search["refit"] and tid not in refits:
+        if cfg.search.refit and tid not in refits:
             refits[tid] = _refit(cfg, result, board, arrays, tracker)
         if refits.get(tid) is not None:
             return refits[tid]  # type: ignore[return-value]
@@ -850,7 +850,7 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, by_tri
               "test": scores}
     ensemble: dict[str, Any] | None = None
     oof_final = ens["oof"][0] if own and ens is not None else None
-    info = {"task": task, "registered_model": cfg.tracking["registered_model"] or f"genre-{task}",
+    info = {"task": task, "registered_model": cfg.tracking.registered_model or f"genre-{task}",
             "search": cfg.name, "split_id": sid, "feature_cache_key": cache_key}
     if ens is not None and len(ens["choice"].weights) > 1:
         choice, results = ens["choice"], ens["results"]
@@ -866,7 +866,7 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, by_tri
             mixed = mix([_test_probs(m, arrays["test"][resolve(r.config).kind])
                          for (m, _), (r, _) in zip(finals, members, strict=True)],
                         dict(enumerate(choice.weights.values())))
-            ensemble["test_from"] = "the members' final models" + (" (refitted)" if cfg.search["refit"] else "")
+            ensemble["test_from"] = "the members' final models" + (" (refitted)" if cfg.search.refit else "")
         else:  # reported beside the single model, from the trials' own models (no refit spent on it)
             mixed = mix([_test_probs(ens["models"][i], arrays["test"][resolve(results[i].config).kind])
                          for i in choice.weights], dict(enumerate(choice.weights.values())))
@@ -884,7 +884,7 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, by_tri
                 [w for _, w in members], {**info, "model": "ensemble", "members": ensemble["members"]})
             probs, scores = mixed, {**ensemble["test"]}
             scored = (f"an ensemble of {len(members)} trials ({', '.join(member_ids)})"
-                      + (f", each refitted on all {arrays['dev_songs']} non-test songs" if cfg.search["refit"] else ""))
+                      + (f", each refitted on all {arrays['dev_songs']} non-test songs" if cfg.search.refit else ""))
     if ensemble is None or not ensemble["chosen"]:
         classifier = _classifier(cfg, best.config, model, arrays, {**info, "trial_id": _trial_id(best)})
     classifier.info["test_song_acc"] = scores["acc"]
@@ -914,7 +914,7 @@ def _finish(cfg: SearchConfig, task: str, best: Any, board: pd.DataFrame, by_tri
             "suspects": suspects,
             "test": scores, "test_songs": int(len(test["y_song"])), "test_clips": int(len(test["y"])),
             "baseline": baseline, "registered": registered, "classes": classes,
-            "demo": asdict(DemoSpec(**cfg.data["demo"])) if cfg.data["source"] == "demo" else None}
+            "demo": asdict(DemoSpec(**cfg.data.demo)) if cfg.data.source == "demo" else None}
 
 
 SUSPECTS_FILE = "suspect_labels.csv"

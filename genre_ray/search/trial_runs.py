@@ -36,8 +36,8 @@ class TrialRuns(Callback):
 
     def __init__(self, run_name: str, cfg: SearchConfig) -> None:
         self.run_name = run_name
-        self.planned, self.metric = cfg.search["max_epochs"], cfg.search["metric"]
-        self.total = cfg.search["num_samples"]
+        self.planned, self.metric = cfg.search.max_epochs, cfg.search.metric
+        self.total = cfg.search.num_samples
 
     @property
     def tracker(self) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from genre_ray._ray_workarounds import unpin
-from genre_ray.config import SearchConfig
+from genre_ray.config import Search, SearchConfig
 from genre_ray.search.report import leaderboard_frame, stop_reason
 from genre_ray.search.trial_runs import TRACKERS
 
@@ -72,7 +72,7 @@ def check_resources(cfg: SearchConfig, nodes: list[dict[str, Any]] | None = None
     Raises:
         ResourceError: naming the request, the nodes the cluster has, and what to change.
     """
-    need = {"CPU": float(cfg.resources["cpu"]), "GPU": float(cfg.resources["gpu"])}
+    need = {"CPU": float(cfg.resources.cpu), "GPU": float(cfg.resources.gpu)}
     need = {k: v for k, v in need.items() if v > 0}
     if nodes is None:
         import ray
@@ -156,15 +156,15 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
     from genre_ray.config.spaces import define_by_run
 
     s = cfg.search
-    searcher = OptunaSearch(space=define_by_run(cfg), metric=s["metric"], mode=cfg.mode,
+    searcher = OptunaSearch(space=define_by_run(cfg), metric=s.metric, mode=cfg.mode,
                             sampler=sampler or make_sampler(s), study_name=run_name,
                             storage=study_storage(journal) if journal is not None else None)
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s["max_epochs"],
-                              grace_period=s["grace_period"], reduction_factor=s["reduction_factor"]) \
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.max_epochs,
+                              grace_period=s.grace_period, reduction_factor=s.reduction_factor) \
         if early_stopping else None
-    tune_config = tune.TuneConfig(metric=s["metric"], mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
-                                  num_samples=s["num_samples"], max_concurrent_trials=s["max_concurrent"],
-                                  time_budget_s=s["time_budget_s"], reuse_actors=True)
+    tune_config = tune.TuneConfig(metric=s.metric, mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
+                                  num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent,
+                                  time_budget_s=s.time_budget_s, reuse_actors=True)
     if tracker is not None:
         TRACKERS[run_name] = tracker
     from genre_ray.search.trial_runs import StaleCheckpoints, TrialRuns
@@ -175,7 +175,7 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
         # Best and last per trial: Tune always keeps the latest checkpoint besides the
         # ``num_to_keep`` best, so a trial resumes from where it stopped and the search's winner
         # is scored from its best epoch; every other checkpoint is deleted as soon as it is beaten.
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s["metric"],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s.metric,
                                                 checkpoint_score_order=cfg.mode),
         # A trial lost with its node (or its worker) is retried from its last checkpoint.
         failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_FAILURES),
@@ -206,7 +206,7 @@ def progress_options(cfg: SearchConfig) -> dict[str, Any]:
         return {"verbose": 0, "progress_reporter": None}
     from genre_ray.search.trial_runs import SearchReporter
 
-    metric = cfg.search["metric"]
+    metric = cfg.search.metric
     return {"verbose": 1, "progress_reporter": SearchReporter(
         metric_columns={metric: metric, "training_iteration": "epochs", "time_total_s": "seconds"},
         parameter_columns=parameter_columns(cfg), every=REPORT_EVERY_S)}
@@ -317,7 +317,7 @@ def _trainable(cfg: SearchConfig, data: dict[str, Any], groups: dict[str, Any] |
     res = cfg.resources
     # ``data`` may be an ObjectRef (from trial_data): with_parameters then keeps it as it is.
     return tune.with_resources(tune.with_parameters(train_trial, data=data, spec=trial_spec(cfg, groups)),
-                               {"cpu": res["cpu"], "gpu": res["gpu"]})
+                               {"cpu": res.cpu, "gpu": res.gpu})
 
 
 class StudyJournalError(ValueError):
@@ -437,7 +437,7 @@ def tpe_sampler(seed: int, n_startup_trials: int = 10) -> Any:
                                           n_startup_trials=n_startup_trials)
 
 
-def make_sampler(search: dict[str, Any]) -> Any:
+def make_sampler(search: Search) -> Any:
     """The Optuna sampler ``search.sampler`` names, seeded, with its start-up trials set from the budget.
 
     ``tpe`` (default), ``random``, ``cmaes`` (continuous parameters; Optuna samples the others at
@@ -447,8 +447,8 @@ def make_sampler(search: dict[str, Any]) -> Any:
 
     import optuna
 
-    seed, name = search["seed"], search["sampler"]
-    startup = startup_trials(search["num_samples"], search["startup_trials"])
+    seed, name = search.seed, search.sampler
+    startup = startup_trials(search.num_samples, search.startup_trials)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
@@ -461,7 +461,7 @@ def make_sampler(search: dict[str, Any]) -> Any:
 
 
 def leaderboard(results: Any, cfg: SearchConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    metric, planned = cfg.search["metric"], cfg.search["max_epochs"]
+    metric, planned = cfg.search.metric, cfg.search.max_epochs
     rows, by_trial = [], {}
     for r in results:
         df = r.metrics_dataframe
