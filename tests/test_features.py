@@ -42,6 +42,18 @@ def test_chroma_peaks_at_the_played_pitch_class() -> None:
     assert int(np.argmax(chroma.mean(axis=1))) == 9
 
 
+def test_chroma_filterbank_is_librosas() -> None:
+    from genre_ray.features.spectral import chroma_filterbank
+
+    for sr, n_fft, n_chroma in ((22050, 1024, 12), (22050, 2048, 12), (16000, 512, 24), (44100, 4096, 36),
+                                (8000, 256, 12), (22050, 1023, 12)):
+        ours = chroma_filterbank(sr, n_fft, n_chroma)
+        theirs = librosa.filters.chroma(sr=sr, n_fft=n_fft, n_chroma=n_chroma, dtype=np.float64)
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12,
+                                   err_msg=f"sr={sr} n_fft={n_fft} n_chroma={n_chroma}")
+
+
 def test_same_input_same_output_and_batches_are_independent() -> None:
     s = FeatureSettings(kinds=("logmel",), clip_seconds=1.0)
     clips = _clips()

@@ -176,6 +176,29 @@ def _gtzan_shares_stft(s: FeatureSettings) -> bool:
     return s.n_fft == _GTZAN_N_FFT and s.hop_length == _GTZAN_HOP
 
 
+def chroma_filterbank(sr: int, n_fft: int, n_chroma: int = 12) -> np.ndarray:
+    """``librosa.filters.chroma(sr=sr, n_fft=n_fft, n_chroma=n_chroma)`` with its defaults, in numpy alone.
+
+    The same Gaussian bumps per pitch class (tuning 0, octaves weighted around C5 with width 2, each
+    FFT bin's column L2-normalised, rows starting at C): tests/test_features.py holds it to
+    librosa's within 1e-12. Written out because ``librosa.filters`` imports ``scipy.signal`` on
+    first use, about 2 s of a command's start-up (issue 16's fast start) for a 12 x 513 table.
+    """
+    freqs = np.linspace(0, sr, n_fft, endpoint=False)[1:]
+    bins = n_chroma * np.log2(freqs / (440.0 / 16))  # librosa.hz_to_octs, A4 = 440 Hz, tuning 0
+    bins = np.concatenate(([bins[0] - 1.5 * n_chroma], bins))  # the DC bin, 1.5 octaves below the first
+    widths = np.concatenate((np.maximum(bins[1:] - bins[:-1], 1.0), [1.0]))
+    half = np.round(n_chroma / 2)
+    dist = np.remainder(np.subtract.outer(bins, np.arange(n_chroma, dtype=float)).T + half + 10 * n_chroma,
+                        n_chroma) - half
+    wts = np.exp(-0.5 * (2 * dist / widths[None, :]) ** 2)
+    norms = np.sqrt((wts ** 2).sum(axis=0, keepdims=True))
+    wts = wts / np.where(norms < np.finfo(float).tiny, 1.0, norms)
+    wts = wts * np.exp(-0.5 * ((bins / n_chroma - 5.0) / 2.0) ** 2)[None, :]
+    wts = np.roll(wts, -3 * (n_chroma // 12), axis=0)
+    return np.ascontiguousarray(wts[:, : n_fft // 2 + 1])
+
+
 @lru_cache(maxsize=8)
 def _filters(s: FeatureSettings) -> dict[str, torch.Tensor]:
     need = _needed(s.kinds)
@@ -190,8 +213,7 @@ def _filters(s: FeatureSettings) -> dict[str, torch.Tensor]:
     if "mfcc" in need:
         out["dct"] = AF.create_dct(s.n_mfcc, s.n_mels, norm="ortho").T.contiguous()
     if "chroma" in need:
-        chroma = librosa.filters.chroma(sr=s.sample_rate, n_fft=s.n_fft, n_chroma=s.n_chroma)
-        out["chroma"] = torch.from_numpy(chroma.astype(np.float32))
+        out["chroma"] = torch.from_numpy(chroma_filterbank(s.sample_rate, s.n_fft, s.n_chroma).astype(np.float32))
     if "gtzan57" in need:
         out["gtzan_window"] = torch.hann_window(_GTZAN_N_FFT)
         out["gtzan_mel"] = torch.from_numpy(librosa.filters.mel(sr=s.sample_rate, n_fft=_GTZAN_N_FFT))
