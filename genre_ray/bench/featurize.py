@@ -523,8 +523,10 @@ def _startup_section(r: BenchResult) -> tuple[str, str]:
             "started its Ray, with none to join (RAY_ADDRESS=local), each starting its own where the row "
             "says so; warm rows join this benchmark's Ray session after its workers have featurized. Within "
             "each, the rows alternate round by round, after one untimed run that loads the libraries into "
-            "the OS file cache. `genre-ray search` "
-            "today calls ray.init before featurizing: the \"ray.init, then featurize\" rows.")
+            "the OS file cache. `genre-ray search` on one machine "
+            "featurizes before it starts Ray (the \"featurize\" row; a small collection in process); on a "
+            "cluster (RAY_ADDRESS), or asking for a GPU or more CPUs than the machine has, it starts or joins "
+            "Ray first: the \"ray.init\" and \"join\" rows.")
     return "Start-up: from the command to the features", text
 
 

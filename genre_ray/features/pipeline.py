@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -333,7 +333,8 @@ def _load(store: _Store, path: str, settings: FeatureSettings, manifest: pd.Data
 
 
 def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str | os.PathLike[str],
-              batch_files: int = 8, *, in_process: bool | None = None) -> FeatureTable:
+              batch_files: int = 8, *, in_process: bool | None = None,
+              ray_start: Callable[[], None] | None = None) -> FeatureTable:
     """Features for every song of ``manifest``, from the cache or computed with Ray Data.
 
     Every feature kind in ``settings.kinds`` is its own cached variant, keyed by the content of
@@ -357,6 +358,9 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
         in_process: compute in this process (True) or in Ray Data tasks (False); default: in this
             process for at most :data:`IN_PROCESS_MAX_FILES` files and no pretrained kind. Either
             writes the same cache entries, so either reads what the other wrote.
+        ray_start: called once just before a Ray Data pass, by a caller that starts its own Ray
+            session (the search's settings) only when the features need one; without it Ray Data
+            starts a default local session. Not called on a cache hit or in this process.
 
     Returns:
         A :class:`FeatureTable`; its ``clips`` carry ``sha`` to join back to the manifest.
@@ -384,7 +388,7 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
                  "in this process" if in_process else "with Ray Data", store.show(store.path(final)))
         t1 = time.perf_counter()
         timings.update(_compute(manifest, todo, store, final, {kind: keys[kind] for kind in missing},
-                                batch_files, in_process))
+                                batch_files, in_process, ray_start))
         timings["compute_s"] = time.perf_counter() - t1
         data.update({kind: store.data_of(keys[kind]) for kind in missing})
     t2 = time.perf_counter()
@@ -505,7 +509,8 @@ def _task_files(n_files: int, batch_files: int) -> int:
 
 
 def _compute(manifest: pd.DataFrame, settings: FeatureSettings, store: _Store, final: str,
-             entries: dict[str, str], batch_files: int, in_process: bool) -> dict[str, Any]:
+             entries: dict[str, str], batch_files: int, in_process: bool,
+             ray_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """One pass into ``<final>/run-<id>``, then the markers of ``final`` and ``entries``."""
     run = f"{final}/run-{uuid.uuid4().hex[:12]}"
     # In hash order, so that the files read back in the order _load wants (no reordering copy).
@@ -513,6 +518,8 @@ def _compute(manifest: pd.DataFrame, settings: FeatureSettings, store: _Store, f
     published = False
     try:
         one_pass = _in_process_pass if in_process else _ray_pass
+        if not in_process and ray_start is not None:
+            ray_start()
         counts = one_pass(items, settings, store, store.path(run), batch_files)
         pause_point("cache.before_marker")  # the kill tests stop here: the data written, not yet published
         store.publish(final, {"version": CACHE_VERSION, "settings": settings.as_dict(), "files": len(items),

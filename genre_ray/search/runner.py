@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -127,8 +130,14 @@ def _drop_copies(manifest: pd.DataFrame, truncated: str = "keep") -> tuple[pd.Da
     return manifest, pd.DataFrame([*rows, *cut.to_dict("records")], columns=SKIPPED_COLUMNS)
 
 
-def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tuple[Any, pd.DataFrame]:
-    """Features of every row of the manifest (already hashed: ``sha``), by the source's kind."""
+def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path,
+               start_ray: Callable[[], None] | None = None) -> tuple[Any, pd.DataFrame]:
+    """Features of every row of the manifest (already hashed: ``sha``), by the source's kind.
+
+    ``start_ray`` (default: :func:`ray_init`) is called before anything that needs Ray: images, or
+    audio features that go to Ray Data rather than this process (see ``featurize``).
+    """
+    start_ray = start_ray or (lambda: ray_init(cfg))
     from genre_ray.features.pipeline import FeatureTable, featurize
 
     kind = cfg.features.kind
@@ -141,15 +150,15 @@ def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path) -> tupl
         log.info("features: %d columns read from the table (no audio to featurize)", len(names))
         return FeatureTable({"table": values}, clips, skipped, str(cfg.data.path), cache_hit=True,
                             info={"cache_key": hashlib.sha256(values.tobytes()).hexdigest()[:24]}), rows
-    ray_init(cfg)
     if kind == "image":
         from genre_ray.features.pipeline import featurize_images
 
+        start_ray()
         table = featurize_images(manifest, cfg.features.image_size)
     else:
         settings = FeatureSettings.from_config(cfg.features, kinds=tuple(cfg.feature_kinds))
         cache_dir = cfg.features.cache_dir or results / "cache"
-        table = featurize(manifest, settings, cache_dir, cfg.features.batch_files)
+        table = featurize(manifest, settings, cache_dir, cfg.features.batch_files, ray_start=start_ray)
     log.info("features: %s (%s, %d clips, %.1f s)", table.cache_path, "cache hit" if table.cache_hit else
              "computed", len(table.clips), table.seconds)
     return table, manifest
@@ -239,8 +248,12 @@ def _split_arrays(cfg: SearchConfig, songs: pd.DataFrame, manifest: pd.DataFrame
             "dev_songs": dev_songs, "selected_trained_on": trained}
 
 
-def load_collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.DataFrame, Any, pd.DataFrame]:
-    """Read the source and featurize it (cached): ``(songs, manifest rows, features, skipped files)``."""
+def load_collection(cfg: SearchConfig, results: Path, start_ray: Callable[[], None] | None = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, Any, pd.DataFrame]:
+    """Read the source and featurize it (cached): ``(songs, manifest rows, features, skipped files)``.
+
+    ``start_ray`` is what to call before featurizing needs Ray (default: :func:`ray_init`).
+    """
     from genre_ray.features.pipeline import content_hashes
 
     manifest, skipped = _collection(cfg, results)
@@ -249,7 +262,7 @@ def load_collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.
     else:
         manifest, copies = _drop_copies(manifest.assign(sha=content_hashes(manifest["path"].tolist())),
                                         cfg.data.truncated)
-        table, manifest = _featurize(cfg, manifest, results)
+        table, manifest = _featurize(cfg, manifest, results, start_ray)
         skipped = pd.concat([skipped, copies], ignore_index=True)
     skipped = pd.concat([skipped, table.skipped], ignore_index=True)
     rows = manifest[manifest["sha"].isin(set(table.clips["sha"]))].reset_index(drop=True)
@@ -306,6 +319,22 @@ def _library_levels() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _ray_before_featurizing(cfg: SearchConfig) -> bool:
+    """Whether Ray must start (and the cluster be checked) before the collection is read.
+
+    A search on a cluster (``RAY_ADDRESS``), in a process whose Ray runs already, or asking for
+    more than this machine could ever give (a GPU, more CPUs than it has) starts Ray first, so a
+    request no node can serve fails before any audio is read. Otherwise the check cannot fail on
+    the local Ray about to start, so the collection is read and featurized first (in this process
+    when it is small, issue 16's fast start) and Ray starts for the trials after it. This only
+    orders the steps: the check itself always runs on the real cluster.
+    """
+    ray = sys.modules.get("ray")
+    if os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
+        return True
+    return cfg.resources.gpu > 0 or cfg.resources.cpu > (os.cpu_count() or 1)
+
+
 def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -> list[dict[str, Any]]:
     """Run a validated search end to end: one Tune search and one registered model per task.
 
@@ -333,17 +362,26 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
     except TrackingError as exc:
         raise SearchFailed(str(exc)) from None
 
-    ray_init(cfg)
-    try:
-        check_resources(cfg)
-    except ResourceError as exc:
-        raise SearchFailed(str(exc)) from None
-    _check_shared_storage(cfg, results)
+    started: list[bool] = []
 
+    def start_ray() -> None:  # once: Ray, then the checks against the cluster it is
+        if started:
+            return
+        started.append(True)
+        ray_init(cfg)
+        try:
+            check_resources(cfg)
+        except ResourceError as exc:
+            raise SearchFailed(str(exc)) from None
+        _check_shared_storage(cfg, results)
+
+    if _ray_before_featurizing(cfg):
+        start_ray()
     if cfg.model.left_out:
         log.info("models left out of the search: %s (they take none of the features %s)",
                  ", ".join(cfg.model.left_out), ", ".join(cfg.feature_kinds))
-    songs, rows, table, skipped = load_collection(cfg, results)
+    songs, rows, table, skipped = load_collection(cfg, results, start_ray)
+    start_ray()  # a local Ray for the trials, once the features are in (a small collection needs none)
     cache = {"path": table.cache_path, "hit": table.cache_hit, "clips": len(table.clips), "files": len(rows)}
     summaries = []
     for task in cfg.tasks:
