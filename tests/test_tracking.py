@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import mlflow
@@ -193,3 +194,25 @@ def test_what_is_still_missing_at_the_end_is_saved_and_replayed(tmp_path: Path,
     parent = again.client.get_run(first.parent_id)
     assert parent.data.metrics["best"] == 0.7
     assert again.replay() is None  # nothing left
+
+
+def test_registry_prints_stay_off_the_console_under_quiet(tracker: Tracker, capfd: pytest.CaptureFixture[str]) -> None:
+    """-q sets the root logger to WARNING: MLflow's "Successfully registered model" / "Created version"
+    prints (its eprint, not logging) follow it; at INFO they are shown as before."""
+    from mlflow.utils import logging_utils
+
+    root = logging.getLogger()
+    level = root.level
+    tracker.start_parent("quiet", {}, {})
+    try:
+        root.setLevel(logging.WARNING)
+        assert tracker.register_model(tiny_classifier(), "genre-quiet", 0.5, "split-a", {})["version"] == "1"
+        quiet = capfd.readouterr()
+        root.setLevel(logging.INFO)
+        assert tracker.register_model(tiny_classifier(), "genre-quiet", 0.6, "split-a", {})["version"] == "2"
+        loud = capfd.readouterr()
+    finally:
+        root.setLevel(level)
+    assert "registered model" not in (quiet.out + quiet.err) and "Created version" not in (quiet.out + quiet.err)
+    assert "Created version '2'" in loud.out + loud.err
+    assert logging_utils.MLFLOW_LOGGING_STREAM.enabled  # restored after the quiet registration

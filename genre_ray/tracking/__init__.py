@@ -18,6 +18,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,29 @@ from genre_ray._faults import pause_point
 __all__ = ["TrackingError", "Tracker", "default_tracking_uri", "git_commit"]
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _registry_prints_follow_logging() -> Iterator[None]:
+    """Keep MLflow's registry prints ("Successfully registered model ...", "Created version ...")
+    off the console when the root logger is above INFO (``-q``), as its INFO log lines are.
+
+    MLflow writes them with its ``eprint`` to its own event stream, not through ``logging``; its
+    ``disable_logging()`` / ``enable_logging()`` switch that stream, and this restores it after.
+    The search's own summary says which version it registered.
+    """
+    from mlflow.utils import logging_utils
+
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        yield
+        return
+    was = logging_utils.MLFLOW_LOGGING_STREAM.enabled
+    logging_utils.disable_logging()
+    try:
+        yield
+    finally:
+        if was:
+            logging_utils.enable_logging()
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 TEST_METRIC = "test_song_acc"
@@ -441,7 +466,7 @@ class Tracker:
                   version_tags: dict[str, str], promote: bool) -> dict[str, Any]:
         from genre_ray.tracking import pyfunc
 
-        with mlflow.start_run(run_id=self._real(self.parent_id)):
+        with mlflow.start_run(run_id=self._real(self.parent_id)), _registry_prints_follow_logging():
             info = pyfunc.log_model(classifier, registered_model_name=name)
         version = str(info.registered_model_version)
         pause_point("register.before_alias")  # the kill tests stop here: a version without alias or tags
