@@ -2,7 +2,7 @@
 
 Ray changes its private modules without notice; the tests named beside each workaround fail when
 the behaviour it relies on changes (``tests/test_trial_data_release.py``,
-``tests/test_stale_checkpoints.py``, ``tests/test_bench_featurize.py``), and
+``tests/test_stale_checkpoints.py``), and
 ``tests/test_architecture.py`` holds that no other module touches them.
 
 - :func:`unpin`: Tune's ``with_parameters`` keeps its parameter registry in Ray's post-init hooks
@@ -13,8 +13,6 @@ the behaviour it relies on changes (``tests/test_trial_data_release.py``,
   experiment snapshot restores trials that name deleted checkpoints (ray-project/ray#30073); the
   trial's checkpoint manager is rebuilt through its private state and
   ``ray.train._internal.session._TrainingResult``.
-- :func:`raylet_socket_name`: the benchmark's count of worker processes needs the raylet's socket
-  (``ray._private.worker._global_node``); Ray exposes no public call for it.
 """
 
 from __future__ import annotations
@@ -140,10 +138,3 @@ def _checkpoint_rows(fs: Any, trial_dir: str) -> dict[str, dict]:
 
 
 _CHECKPOINT = re.compile(r"checkpoint_(\d+)$")
-
-
-def raylet_socket_name() -> str:
-    """The socket of this Ray session's raylet (no public API gives it)."""
-    import ray._private.worker as worker
-
-    return str(worker._global_node.raylet_socket_name)  # type: ignore[attr-defined]  # noqa: SLF001

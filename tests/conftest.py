@@ -29,7 +29,9 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        # address="local": a Ray of its own, never a cluster another test's `ray start` left running
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
