@@ -147,7 +147,7 @@ def test_default_uri_is_local_sqlite_unless_env(tmp_path: Path, monkeypatch: pyt
 
 def test_calls_missed_while_the_server_is_away_are_logged_when_it_answers(tracker: Tracker,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from genre_ray import tracking
+    from genre_ray.tracking import runs as tracking
 
     real = {m: getattr(tracker.client, m) for m in ("create_run", "log_batch", "set_terminated")}
 

@@ -20,9 +20,8 @@ import pandas as pd
 from genre_ray._ray_workarounds import unpin
 from genre_ray.config import Search, SearchConfig
 from genre_ray.search.report import leaderboard_frame, stop_reason
-from genre_ray.search.trial_runs import TRACKERS
 
-__all__ = ["MAX_TRIAL_FAILURES", "REPORT_EVERY_S", "TRACKERS", "ResourceError", "autoscaling_worker_types",
+__all__ = ["MAX_TRIAL_FAILURES", "REPORT_EVERY_S", "ResourceError", "autoscaling_worker_types",
            "check_resources", "make_sampler", "startup_trials", "StudyJournalError", "check_study",
            "study_storage", "can_restore", "leaderboard", "parameter_columns", "progress_options", "ray_init",
            "restore", "space_draws", "trial_data", "tuner"]
@@ -165,9 +164,10 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
     tune_config = tune.TuneConfig(metric=s.metric, mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
                                   num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent,
                                   time_budget_s=s.time_budget_s, reuse_actors=True)
+    from genre_ray.search.trial_runs import TRACKERS, StaleCheckpoints, TrialRuns
+
     if tracker is not None:
         TRACKERS[run_name] = tracker
-    from genre_ray.search.trial_runs import StaleCheckpoints, TrialRuns
 
     fs, where = _storage(storage)
     run_config = tune.RunConfig(
@@ -241,6 +241,8 @@ def restore(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment: s
     is pickled without its tracker: ``tracker`` (re-attached to the same parent run) takes its place.
     """
     from ray import tune
+
+    from genre_ray.search.trial_runs import TRACKERS
 
     if tracker is not None:
         TRACKERS[_run_name(experiment)] = tracker
