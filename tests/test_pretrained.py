@@ -8,6 +8,7 @@ recordings, a loud chirp, a quiet tone, silence), made once with TensorFlow by
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -83,6 +84,46 @@ def test_a_mis_mapped_layer_breaks_parity() -> None:
 
     for change in (transposed, swapped_bn, flipped_time):
         assert broken(change) > 100 * TOL, change.__name__
+
+
+def _random_musicnn(**sizes: int) -> Musicnn:
+    """A Musicnn of random weights and batch-norm statistics, some scales negative (the band min)."""
+    torch.manual_seed(0)
+    net = Musicnn(**sizes)
+    for bn in net.modules():
+        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+            bn.weight.data.normal_()
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("net", ["musicnn_msd", "musicnn_mtt", {"n_tags": 10, "mid": 32, "dense": 100}],
+                         ids=["msd", "mtt", "small"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_fast_front_end_equals_the_convolutions(net: str | dict[str, int], batch: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inference runs the front end as matrix products; training and gradients use the convolutions."""
+    from genre_ray.features.pretrained import musicnn
+
+    model = copy.deepcopy(load_network(net)) if isinstance(net, str) else _random_musicnn(**net)
+    x = 3 * torch.randn(batch, 187, 96, generator=torch.Generator().manual_seed(batch))
+    calls, gemm = [], musicnn._gemm_band_max
+    monkeypatch.setattr(musicnn, "_gemm_band_max", lambda *a: calls.append("gemm") or gemm(*a))
+    with torch.inference_mode():
+        fast = model(x)
+    assert calls == ["gemm", "gemm"]
+    plain = model(x.clone().requires_grad_())  # a gradient is wanted: the modules' convolutions
+    assert calls == ["gemm", "gemm"]
+    for name, want in plain.items():
+        want = want.detach()
+        assert (fast[name] - want).abs().max() < 1e-5 * max(1.0, float(want.abs().max())), name
+    plain["penultimate"].sum().backward()
+    assert model.timbral[0].weight.grad is not None and model.timbral[0].weight.grad.abs().sum() > 0
+    model.timbral_bn.train()
+    with torch.no_grad():
+        model(x)  # batch statistics: the convolutions too
+    assert calls == ["gemm", "gemm"]
 
 
 def test_vgg_flatten_order_matters() -> None:

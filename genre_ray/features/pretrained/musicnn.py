@@ -17,6 +17,7 @@ the layers in creation order.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import torch
@@ -50,8 +51,65 @@ def _band_max(conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Ten
     z = conv(x)
     if bn.training:
         return bn(F.relu(z)).amax(dim=3)
-    scale_up = (bn.weight >= 0)[None, :, None]
-    return bn(F.relu(torch.where(scale_up, z.amax(dim=3), z.amin(dim=3))).unsqueeze(3)).squeeze(3)
+    return _bn_relu(bn, torch.where(_signs(bn)[None, :, None] > 0, z.amax(dim=3), z.amin(dim=3)))
+
+
+def _signs(bn: nn.BatchNorm2d) -> torch.Tensor:
+    """+1 where the batch norm's scale is >= 0 (the band max is wanted), -1 where it is < 0 (the min)."""
+    return torch.where(bn.weight >= 0, 1.0, -1.0)
+
+
+def _bn_relu(bn: nn.BatchNorm2d, z: torch.Tensor) -> torch.Tensor:
+    """``bn(relu(z))`` of the ``(B, C, T)`` band extremes (with the convolution's bias)."""
+    return bn(F.relu(z).unsqueeze(3)).squeeze(3)
+
+
+def _from_signed_max(conv: nn.Conv2d, bn: nn.BatchNorm2d, signs: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """:func:`_band_max` from ``m``, the ``(B, T, C)`` band max of the bias-free convolution with the
+    kernels multiplied by ``signs``: the bias is constant over bands, so it is added after the max."""
+    bias = cast(torch.Tensor, conv.bias)
+    return _bn_relu(bn, signs[:, None] * m.transpose(1, 2) + bias[:, None])
+
+
+def _gemm_band_max(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, rows: int = 1024) -> torch.Tensor:
+    """:func:`_band_max` of a timbral convolution as matrix products, for inference: ``x`` is
+    ``(B, T + kh - 1, F)``.
+
+    A 1-channel convolution with a 7 x 38 or 7 x 67 kernel is a poor shape for oneDNN (~35 % of
+    the matmul rate here); as im2col, ``(steps * bands, kh * kw) @ (kh * kw, C)`` runs near it.
+    Chunks of ``rows`` output positions keep the patch matrix and the product in cache, and the
+    band max of each chunk is taken at once, so the full map never exists. Kernels are negated
+    where the batch norm's scale is, so that one max serves both directions (see :func:`_band_max`).
+    """
+    kh, kw = conv.kernel_size
+    signs = _signs(bn)
+    w = (conv.weight.flatten(1) * signs[:, None]).T.contiguous()  # (kh * kw, C)
+    steps, bands = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    step = max(1, rows // bands)
+    out = x.new_empty(x.shape[0], steps, len(signs))
+    for b in range(x.shape[0]):
+        for t in range(0, steps, step):
+            n = min(step, steps - t)
+            cols = x[b, t:t + n + kh - 1].unfold(0, kh, 1).unfold(1, kw, 1)  # (n, bands, kh, kw) view
+            torch.amax((cols.reshape(n * bands, kh * kw) @ w).view(n, bands, -1), dim=1, out=out[b, t:t + n])
+    return _from_signed_max(conv, bn, signs, out)
+
+
+def _bmm_band_max(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """:func:`_band_max` of a temporal ``(k, 1)`` convolution for inference: ``x`` is ``(B, T + k - 1, F)``.
+
+    The window of each time step is a ``(k, F)`` slice of ``x`` itself (rows ``F`` apart, windows
+    overlapping), so ``(C, k) @ window`` for every step is one batched product on a view, with
+    no patch matrix copied (which would cost more than the arithmetic at these small ``k * C``).
+    """
+    k = conv.kernel_size[0]
+    signs = _signs(bn)
+    w = conv.weight.flatten(1) * signs[:, None]  # (C, k)
+    out = x.new_empty(x.shape[0], x.shape[1] - k + 1, len(signs))
+    for b in range(x.shape[0]):
+        windows = x[b].unfold(0, k, 1).transpose(1, 2)  # (T, k, F) view
+        torch.amax(torch.matmul(w, windows), dim=2, out=out[b])
+    return _from_signed_max(conv, bn, signs, out)
 
 
 class Musicnn(nn.Module):
@@ -85,14 +143,7 @@ class Musicnn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(batch, 187, 96)`` patches -> logits, taggram, penultimate, mean_pool, max_pool, cnn1."""
-        x = self.bn_in(x.unsqueeze(1))  # (B, 1, T, F)
-        padded = F.pad(x, (0, 0, 3, 3))
-        # ModuleList items are typed as Module: the ignores below say they are the convs and batch norms
-        front = [_band_max(conv, bn, padded)  # type: ignore[arg-type]
-                 for conv, bn in zip(self.timbral, self.timbral_bn, strict=True)]
-        for k, conv, bn in zip(self.temporal_kernels, self.temporal, self.temporal_bn, strict=True):
-            front.append(_band_max(conv, bn, F.pad(x, _same_time(k))))  # type: ignore[arg-type]
-        feats = [torch.cat(front, dim=1)]  # (B, 561, T)
+        feats = [self._front(self.bn_in(x.unsqueeze(1)))]  # (B, 561, T)
         h = feats[0]
         for i, (conv, bn) in enumerate(zip(self.mid, self.mid_bn, strict=True)):
             y = bn(F.relu(conv(F.pad(h, (3, 3)))))
@@ -105,6 +156,32 @@ class Musicnn(nn.Module):
         logits = self.out(self.dropout(pen))
         return {"logits": logits, "taggram": torch.sigmoid(logits), "penultimate": pen, "mean_pool": mean_pool,
                 "max_pool": max_pool, "cnn1": feats[1].mean(dim=2)}
+
+    def _front(self, x: torch.Tensor) -> torch.Tensor:
+        """The five band-maxed convolutions of the ``(B, 1, T, F)`` normalised input, concatenated.
+
+        Where no gradient is kept and the batch norms use their running statistics, as matrix
+        products (:func:`_gemm_band_max`, :func:`_bmm_band_max`; ~2x faster on CPU, equal to
+        float32 rounding); otherwise as the modules' own convolutions, which training needs.
+        """
+        # ModuleList items are typed as Module: the ignores below say they are the convs and batch norms
+        pairs = [*zip(self.timbral, self.timbral_bn, strict=True), *zip(self.temporal, self.temporal_bn, strict=True)]
+        pads = [(0, 0, 3, 3)] * len(self.timbral) + [_same_time(k) for k in self.temporal_kernels]
+        if self._plain(x):
+            return torch.cat([_band_max(conv, bn, F.pad(x, pad))  # type: ignore[arg-type]
+                              for (conv, bn), pad in zip(pairs, pads, strict=True)], dim=1)
+        plane = x.squeeze(1)  # (B, T, F): the single input channel
+        fast = [_gemm_band_max] * len(self.timbral) + [_bmm_band_max] * len(self.temporal)
+        return torch.cat([f(conv, bn, F.pad(plane, pad))  # type: ignore[arg-type]
+                          for f, (conv, bn), pad in zip(fast, pairs, pads, strict=True)], dim=1)
+
+    def _plain(self, x: torch.Tensor) -> bool:
+        """Whether the front end must run as convolutions: batch statistics or a gradient are wanted."""
+        front = [*self.timbral, *self.timbral_bn, *self.temporal, *self.temporal_bn]
+        if any(m.training for m in front):
+            return True
+        return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for m in front
+                                                                   for p in m.parameters()))
 
     @classmethod
     def from_tf(cls, v: dict[str, np.ndarray]) -> Musicnn:
