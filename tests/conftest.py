@@ -11,6 +11,16 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
 
+# pytest-xdist (pyproject's addopts run the suite on 2 workers): each worker's Ray sessions, and the
+# `ray start` clusters its tests make, live in a temp folder of its own. Ray's `ray.init()` without an
+# address joins the newest cluster named in <temp>/ray/ray_current_cluster, so with one shared folder a
+# search in one worker could join a cluster that a test in the other worker started.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _XDIST_WORKER:
+    _ray_tmp = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / f"gr-{_XDIST_WORKER}"  # short: socket paths
+    _ray_tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["RAY_TMPDIR"] = str(_ray_tmp)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
