@@ -75,7 +75,7 @@ def _gemm_band_max(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, rows: i
     """:func:`_band_max` of a timbral convolution as matrix products, for inference: ``x`` is
     ``(B, T + kh - 1, F)``.
 
-    A 1-channel convolution with a 7 x 38 or 7 x 67 kernel is a poor shape for oneDNN (~35 % of
+    A 1-channel convolution with a 7 x 38 or 7 x 67 kernel is a poor shape for oneDNN (about half
     the matmul rate here); as im2col, ``(steps * bands, kh * kw) @ (kh * kw, C)`` runs near it.
     Chunks of ``rows`` output positions keep the patch matrix and the product in cache, and the
     band max of each chunk is taken at once, so the full map never exists. Kernels are negated
