@@ -28,6 +28,7 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each method (the median counts)")
     p.add_argument("--batch", type=int, default=16, help="clips per forward pass in the loop (default: 16)")
     p.add_argument("--songs", type=int, help="use only the first N songs")
+    p.add_argument("--demo-songs", type=int, default=DEMO_SPEC.songs_per_genre, metavar="N",
+                   help=f"songs per genre of the generated demo, {DEMO_SPEC.genres} genres (default: "
+                   f"{DEMO_SPEC.songs_per_genre}); more songs show the pipeline once its actors' start is paid")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"the report (default: {DEFAULT_OUT})")
 
 
@@ -218,7 +222,9 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.kind not in NETWORKS:
         print(f"error: --kind must be one of {', '.join(NETWORKS)}, got {args.kind!r}")
         return 2
-    root = Path(args.data) if args.data else ensure_demo_collection(DEMO_ROOT, DEMO_SPEC)
+    spec = replace(DEMO_SPEC, songs_per_genre=args.demo_songs)
+    demo_root = DEMO_ROOT if spec == DEMO_SPEC else DEMO_ROOT.with_name(f"{DEMO_ROOT.name}_{args.demo_songs}")
+    root = Path(args.data) if args.data else ensure_demo_collection(demo_root, spec)
     manifest, _ = folder_manifest(root)
     paths = manifest["path"].tolist()[: args.songs] if args.songs else manifest["path"].tolist()
     log.info("embedding %d songs with %s (layer %s), load average %.2f", len(paths), args.kind, args.layer,
