@@ -257,8 +257,8 @@ def run_cli(args: argparse.Namespace) -> int:
     write_report(args.out, f"Embedding extraction: {args.kind}", header, [
         ("Verdict", verdict),
         ("Methods", markdown_table(rows, columns)),
-        ("Start-up (not counted)", f"ray.init {res['ray_init_s']:.1f} s; warming the actors (network loaded "
-         f"once per actor) {res['warm_s']:.1f} s."),
+        ("Start-up (not counted)", f"ray.init {res['ray_init_s']:.1f} s; a first small pass (libraries and "
+         f"networks loaded into the OS cache; every timed pass starts its own actors) {res['warm_s']:.1f} s."),
         ("How it was measured", __doc__ or ""),
     ], rows)
     print(verdict.replace("**", ""))

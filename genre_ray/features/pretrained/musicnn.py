@@ -160,9 +160,10 @@ class Musicnn(nn.Module):
     def _front(self, x: torch.Tensor) -> torch.Tensor:
         """The five band-maxed convolutions of the ``(B, 1, T, F)`` normalised input, concatenated.
 
-        Where no gradient is kept and the batch norms use their running statistics, as matrix
-        products (:func:`_gemm_band_max`, :func:`_bmm_band_max`; ~2x faster on CPU, equal to
-        float32 rounding); otherwise as the modules' own convolutions, which training needs.
+        On the CPU, where no gradient is kept and the batch norms use their running statistics, as
+        matrix products (:func:`_gemm_band_max`, :func:`_bmm_band_max`; ~2x faster, equal to float32
+        rounding); otherwise as the modules' own convolutions, which training needs and which a
+        GPU runs better than this loop of small products.
         """
         # ModuleList items are typed as Module: the ignores below say they are the convs and batch norms
         pairs = [*zip(self.timbral, self.timbral_bn, strict=True), *zip(self.temporal, self.temporal_bn, strict=True)]
@@ -176,9 +177,9 @@ class Musicnn(nn.Module):
                           for f, (conv, bn), pad in zip(fast, pairs, pads, strict=True)], dim=1)
 
     def _plain(self, x: torch.Tensor) -> bool:
-        """Whether the front end must run as convolutions: batch statistics or a gradient are wanted."""
+        """Whether the front end runs as convolutions: on a GPU, or batch statistics or a gradient are wanted."""
         front = [*self.timbral, *self.timbral_bn, *self.temporal, *self.temporal_bn]
-        if any(m.training for m in front):
+        if x.device.type != "cpu" or any(m.training for m in front):
             return True
         return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for m in front
                                                                    for p in m.parameters()))
