@@ -19,8 +19,8 @@ import torch
 from conftest import write_tone
 
 from genre_ray.features import FeatureSettings, compute_features
-from genre_ray.features.pretrained import NETWORKS, embed, embedding_dim, load_network
-from genre_ray.features.pretrained.musicnn import VGG, Musicnn, log_mel
+from genre_ray.features.pretrained import NETWORKS, audio_patches, embed, embedding_dim, load_network
+from genre_ray.features.pretrained.musicnn import VGG, Musicnn, log_mel, patches
 from genre_ray.features.pretrained.tfbundle import BundleError, read_bundle, read_index
 
 FIXTURE = Path(__file__).parent / "fixtures" / "musicnn" / "reference.npz"
@@ -175,6 +175,28 @@ def test_embedding_layers_and_pools() -> None:
     assert embed(audio, "vgg_mtt", "pooled").shape == (2, 256)
 
 
+def test_the_padding_of_a_short_song_is_not_pooled_into_its_embedding() -> None:
+    """A 4-s song in a 30-s clip is one patch of music and nine of zero padding: its embedding is the
+    one patch's, as if the song were embedded alone; a 10-s song's is its 3 patches' mean and spread."""
+    rng = np.random.default_rng(4)
+    song4, song10 = (torch.from_numpy((0.1 * rng.standard_normal(s * 16000)).astype(np.float32)) for s in (4, 10))
+    clips = torch.zeros(3, 30 * 16000)
+    clips[0, :len(song4)], clips[1, :len(song10)] = song4, song10
+    clips[2] = torch.from_numpy((0.1 * rng.standard_normal(30 * 16000)).astype(np.float32))
+    assert audio_patches(clips, 10).tolist() == [1, 3, 10]
+    assert audio_patches(torch.zeros(1, 30 * 16000), 10).tolist() == [1]  # silence: one patch, never none
+    both = embed(clips, "musicnn_msd", "all", "mean_std")
+    alone4 = embed(song4[None], "musicnn_msd", "all", "mean_std")
+    alone10 = embed(song10[None], "musicnn_msd", "all", "mean_std")
+    assert torch.allclose(both[0], alone4[0], atol=TOL) and torch.allclose(both[1], alone10[0], atol=TOL)
+    assert float(both[0, 1756:].abs().max()) < 1e-6 < float(both[1, 1756:].abs().max())  # 1 patch: no spread
+    # a clip of music all through pools all ten patches
+    with torch.inference_mode():
+        ten = load_network("vgg_msd")(patches(log_mel(clips[2:]))[0])["pool5"]
+    assert torch.allclose(embed(clips[2:], "vgg_msd", "pooled", "mean_std")[0],
+                          torch.cat([ten.mean(0), ten.std(0, unbiased=False)]), atol=1e-5)
+
+
 def test_feature_settings_refuse_a_layer_the_network_lacks() -> None:
     with pytest.raises(ValueError, match="embedding_layer: vgg_msd has no penultimate layer"):
         FeatureSettings(kinds=("vgg_msd",), embedding_layer="penultimate")
@@ -241,7 +263,8 @@ def test_pretrained_kind_through_the_pipeline(tmp_path: Path, ray_session: objec
     manifest, _ = folder_manifest(root)
     settings = FeatureSettings(kinds=("musicnn_msd", "logmel"), clip_seconds=3.0, clip_overlap=0.0,
                                embedding_layer="penultimate")
-    table = pipeline.featurize(manifest, settings, tmp_path / "cache", batch_files=2)
+    assert pipeline.pretrained_patches(manifest, settings) == 2 + 1 + 1 + 1 + 1  # 7 s -> 2 patches
+    table = pipeline.featurize(manifest, settings, tmp_path / "cache", batch_files=2, in_process=False)
     reasons = {Path(p).name: r for p, r in zip(table.skipped["path"], table.skipped["reason"], strict=True)}
     assert reasons == {"silence.wav": "silent", "nan.wav": "nan"}
     emb = table.features["musicnn_msd"]
@@ -249,6 +272,11 @@ def test_pretrained_kind_through_the_pipeline(tmp_path: Path, ray_session: objec
     assert len(table.clips) == 2 + 1 + 1  # 7 s -> 2 clips, 1.2 s and 4 s -> 1 each
     again = pipeline.featurize(manifest, settings, tmp_path / "cache", batch_files=2)
     assert again.cache_hit and np.array_equal(again.features["musicnn_msd"], emb)
+    # 6 patches are less work than starting Ray's actors: by default they are computed here, the same
+    here = pipeline.featurize(manifest, settings, tmp_path / "here", batch_files=2)
+    assert here.info["in_process"] and not table.info["in_process"]
+    np.testing.assert_allclose(here.features["musicnn_msd"], emb, rtol=0, atol=1e-5)
+    assert here.skipped["reason"].tolist() == table.skipped["reason"].tolist()
 
 
 @pytest.mark.parametrize("finetune", ["frozen", "last", "all"])

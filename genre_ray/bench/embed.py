@@ -165,7 +165,7 @@ def run_embed_bench(paths: list[str], kind: str, layer: str, repeats: int, batch
     cores = int(ray.cluster_resources().get("CPU", 1))
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         t1 = time.perf_counter()
-        featurize(manifest.iloc[:2 * cores], settings, Path(tmp) / "warm", batch_files=1)
+        featurize(manifest.iloc[:2 * cores], settings, Path(tmp) / "warm", batch_files=1, in_process=False)
         warm_s = time.perf_counter() - t1
         loop(paths[:1], settings, batch=batch)  # the loop's own warm-up: network loaded, first call
         times: dict[str, list[float]] = {"pipeline": [], **{f"loop ({d})": [] for d in devices}}
@@ -175,7 +175,7 @@ def run_embed_bench(paths: list[str], kind: str, layer: str, repeats: int, batch
         for r in range(repeats):
             with _PeakRSS("PretrainedFeaturizer") as rss:
                 t2 = time.perf_counter()
-                table = featurize(manifest, settings, Path(tmp) / f"run{r}", batch_files=8)
+                table = featurize(manifest, settings, Path(tmp) / f"run{r}", batch_files=8, in_process=False)
                 times["pipeline"].append(time.perf_counter() - t2)
             peak.update({p: max(v, peak.get(p, 0)) for p, v in rss.peak.items()})
             workers = max(workers, len(rss.peak))

@@ -2,11 +2,12 @@
 
 Files are read in parallel Ray tasks: decode to mono, resample, cut into clips, and compute
 every feature of a batch of files from one STFT (:func:`genre_ray.features.compute_features`).
-A small collection (at most :data:`IN_PROCESS_MAX_FILES` files, no pretrained network) is
-featurized in the calling process instead, by the same :func:`featurize_batch` with one torch
-thread as each Ray task has, into the same cache: starting Ray's workers, each importing torch and
-librosa, would take several times longer than the work (measured: 8 to 15 s of start-up for under
-a second of featurizing 30 songs on 2 cores). Both ways write the same cache rows, bit for bit.
+A small collection (at most :data:`IN_PROCESS_MAX_FILES` files, and with a pretrained network at
+most :data:`IN_PROCESS_MAX_PATCHES` of its 3-s patches) is featurized in the calling process
+instead, by the same :func:`featurize_batch` with one torch thread as each Ray task has, into the
+same cache: starting Ray's workers, each importing torch and librosa, would take several times
+longer than the work (measured: 8 to 15 s of start-up for under a second of featurizing 30 songs on
+2 cores). Both ways write the same cache rows, bit for bit.
 The result is written as Parquet under ``<cache_dir>/<key>/``, where the key hashes the
 *content* of every audio file together with every feature setting. The cache may be a local or
 network folder or a URI (``s3://``, ``gs://``...). Each pass writes into a fresh run folder and
@@ -48,17 +49,23 @@ import pyarrow.parquet as pq
 
 from genre_ray import storage
 from genre_ray._faults import pause_point
-from genre_ray.data.audio import AudioError, decode_clips
+from genre_ray.data.audio import AudioError, decode_clips, n_clips
 from genre_ray.data.collection import SKIPPED_COLUMNS, decode_report
 from genre_ray.features import FeatureSettings, compute_features
+from genre_ray.features.pretrained import MIN_CLIP_SECONDS
 from genre_ray.features.spectral import PRETRAINED_KINDS
 
-__all__ = ["CACHE_VERSION", "IN_PROCESS_MAX_FILES", "PROGRESS_EVERY_S", "FeatureTable", "Progress", "cache_key",
-           "clip_features", "content_hashes", "featurize", "featurize_batch", "ray_data_progress_off"]
+__all__ = ["CACHE_VERSION", "IN_PROCESS_MAX_FILES", "IN_PROCESS_MAX_PATCHES", "KIND_VERSIONS", "PROGRESS_EVERY_S",
+           "FeatureTable", "Progress", "cache_key", "clip_features", "content_hashes", "featurize", "featurize_batch",
+           "pretrained_patches", "ray_data_progress_off"]
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: features as raw float32 bytes (fixed_size_binary), uncompressed
+#: Kinds whose values changed since :data:`CACHE_VERSION` was last raised; their cache keys carry
+#: this, so that only their entries are computed again. Pretrained kinds, 2: the zero padding of a
+#: song shorter than a clip is no longer pooled into its embedding.
+KIND_VERSIONS: dict[str, int] = {kind: 2 for kind in PRETRAINED_KINDS}
 _COMPLETE = "_genre_ray_cache.json"
 # Clips per STFT call. Measured on 2 cores, n_fft 2048, 128 mels: 2-4 clips ~1050 clips/s,
 # 16 clips ~750 clips/s (larger batches fall out of the CPU cache).
@@ -75,6 +82,12 @@ PROGRESS_EVERY_S = 5.0
 #: run. With many cores Ray wins only when the work outlasts its start-up, and 256 songs of 30 s are
 #: about 5 s of work in one process.
 IN_PROCESS_MAX_FILES = 256
+#: ... and with a pretrained kind, at most this many 3-s patches to run through the networks (per
+#: network, summed): about 12 s of one thread for musicnn (41 ms a patch; the VGG networks 2-3 times
+#: that), against 10 to 15 s for a pool of Ray actors to start, each importing torch and loading the
+#: networks (measured on 2 cores: 15 songs of 4 s with three networks, 45 patches, took 5.2 s here
+#: and 18.7 s with Ray Data's actors).
+IN_PROCESS_MAX_PATCHES = 300
 
 
 @dataclass
@@ -200,9 +213,11 @@ def content_hashes(paths: list[str], threads: int = 4) -> list[str]:
 
 def cache_key(hashes: list[str], settings: FeatureSettings) -> str:
     """The cache folder name: content of every file plus every feature setting."""
-    doc = json.dumps({"v": CACHE_VERSION, "settings": settings.as_dict(), "files": sorted(set(hashes))},
-                     sort_keys=True)
-    return hashlib.sha256(doc.encode()).hexdigest()[:24]
+    doc: dict[str, Any] = {"v": CACHE_VERSION, "settings": settings.as_dict(), "files": sorted(set(hashes))}
+    versions = {kind: KIND_VERSIONS[kind] for kind in settings.kinds if kind in KIND_VERSIONS}
+    if versions:  # absent for the other kinds, whose keys stay as they were
+        doc["kinds_v"] = versions
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def clip_features(clips: np.ndarray, settings: FeatureSettings) -> dict[str, np.ndarray]:
@@ -332,6 +347,24 @@ def _load(store: _Store, path: str, settings: FeatureSettings, manifest: pd.Data
     return FeatureTable(features, clips, skipped, store.show(path), cache_hit=False)
 
 
+def pretrained_patches(manifest: pd.DataFrame, settings: FeatureSettings) -> int:
+    """About how many 3-s patches the pretrained kinds of ``settings`` run through their networks for
+    ``manifest``, all networks together: the patches of each song's clips that hold audio (a song
+    shorter than a clip is zero-padded, and the padding is not computed). A song of unknown
+    ``duration`` counts as a whole clip. 0 without a pretrained kind."""
+    networks = len(set(settings.kinds) & set(PRETRAINED_KINDS))
+    if not networks or manifest.empty:
+        return 0
+    clip = settings.clip_seconds
+    seconds = manifest["duration"] if "duration" in manifest else pd.Series(clip, index=manifest.index)
+    total = 0
+    for sec in seconds.fillna(clip).to_numpy(dtype=float).tolist():
+        clips = max(1, n_clips(sec, settings.sample_rate, clip, settings.clip_overlap))
+        clips = min(clips, settings.max_clips_per_song or clips)
+        total += max(1, min(clips * int(clip // MIN_CLIP_SECONDS), int(sec // MIN_CLIP_SECONDS)))
+    return networks * total
+
+
 def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str | os.PathLike[str],
               batch_files: int = 8, *, in_process: bool | None = None,
               ray_start: Callable[[], None] | None = None) -> FeatureTable:
@@ -356,7 +389,8 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
         batch_files: the most files per Ray Data task (fewer when that keeps every CPU busy), or per
             batch in this process.
         in_process: compute in this process (True) or in Ray Data tasks (False); default: in this
-            process for at most :data:`IN_PROCESS_MAX_FILES` files and no pretrained kind. Either
+            process for at most :data:`IN_PROCESS_MAX_FILES` files and, with a pretrained kind, at
+            most :data:`IN_PROCESS_MAX_PATCHES` patches (:func:`pretrained_patches`). Either
             writes the same cache entries, so either reads what the other wrote.
         ray_start: called once just before a Ray Data pass, by a caller that starts its own Ray
             session (the search's settings) only when the features need one; without it Ray Data
@@ -372,7 +406,8 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
         timings["hash_s"] = time.perf_counter() - t0
     hashes = manifest["sha"].tolist()
     if in_process is None:
-        in_process = len(set(hashes)) <= IN_PROCESS_MAX_FILES and not set(settings.kinds) & set(PRETRAINED_KINDS)
+        in_process = (len(set(hashes)) <= IN_PROCESS_MAX_FILES
+                      and pretrained_patches(manifest, settings) <= IN_PROCESS_MAX_PATCHES)
     timings["in_process"] = in_process
     store = _Store(cache_dir)
     keys = {kind: cache_key(hashes, replace(settings, kinds=(kind,))) for kind in settings.kinds}

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["LAYERS", "MIN_CLIP_SECONDS", "MSD_LABELS", "MTT_LABELS", "NETWORKS", "POOLS", "SAMPLE_RATE", "WEIGHTS_DIR",
-           "Network", "clip_error", "embed",
+           "Network", "audio_patches", "clip_error", "embed",
            "embedding_dim", "layer_error", "load_network"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -136,8 +136,37 @@ def load_network(kind: str, device: str = "cpu") -> Any:
     return model.eval().to(device)
 
 
+def audio_patches(audio: Any, k: int) -> Any:
+    """How many of each clip's ``k`` patches hold audio: those that end before the clip's last
+    non-zero sample, at least one.
+
+    The rest is the zero padding of a song shorter than a clip (a 4-s song in a 30-s clip has one
+    patch of music and nine of nothing), or digital silence at a clip's end.
+
+    Args:
+        audio: ``(n_clips, samples)`` torch tensor of 16 kHz audio.
+        k: the patches of each clip (:func:`~genre_ray.features.pretrained.musicnn.patches`).
+
+    Returns:
+        ``(n_clips,)`` int64 torch tensor, each in ``1 .. k``.
+    """
+    import torch
+
+    from genre_ray.features.pretrained.musicnn import HOP, N_FRAMES
+
+    sound = audio != 0
+    last = audio.shape[1] - sound.flip(1).to(torch.uint8).argmax(dim=1)  # one past the last non-zero
+    last = torch.where(sound.any(dim=1), last, 0)
+    frames = last // HOP + 1  # centred frames up to it
+    return (frames // N_FRAMES).clamp(1, k)
+
+
 def embed(audio: Any, kind: str, layer: str = "all", pool: str = "mean", batch_patches: int = 64) -> Any:
     """Clip embeddings from a pretrained network.
+
+    The network runs on each clip's consecutive 3-s patches that hold audio
+    (:func:`audio_patches`), and ``pool`` pools their outputs: the zero padding of a song shorter
+    than a clip is neither computed nor averaged in.
 
     Args:
         audio: ``(n_clips, samples)`` float32 torch tensor of 16 kHz audio, each at least one 3-s
@@ -157,7 +186,10 @@ def embed(audio: Any, kind: str, layer: str = "all", pool: str = "mean", batch_p
     net = load_network(kind, str(audio.device))
     p = patches(log_mel(audio))  # (n, k, 187, 96)
     n, k = p.shape[:2]
-    flat = p.reshape(n * k, *p.shape[2:])
+    counts = audio_patches(audio, k).to(p.device)
+    keep = torch.arange(k, device=p.device)[None, :] < counts[:, None]  # (n, k)
+    flat = p[keep]  # the patches that hold audio, clip after clip
+    owner = torch.arange(n, device=p.device).repeat_interleave(counts)
     outs = []
     with torch.inference_mode():
         for i in range(0, len(flat), batch_patches):
@@ -167,8 +199,11 @@ def embed(audio: Any, kind: str, layer: str = "all", pool: str = "mean", batch_p
             else:
                 o["pooled"] = o["pool5"]
             outs.append(torch.cat([o[part] for part in _parts(kind, layer)], dim=1))
-    per_patch = torch.cat(outs).reshape(n, k, -1)
-    mean = per_patch.mean(dim=1)
+    per_patch = torch.cat(outs)  # (patches, width)
+    weights = (1.0 / counts.to(per_patch.dtype))[:, None]
+    mean = torch.zeros(n, per_patch.shape[1], dtype=per_patch.dtype, device=p.device)
+    mean = mean.index_add_(0, owner, per_patch) * weights
     if pool == "mean":
         return mean
-    return torch.cat([mean, per_patch.std(dim=1, unbiased=False)], dim=1)
+    spread = torch.zeros_like(mean).index_add_(0, owner, (per_patch - mean[owner]).square()) * weights
+    return torch.cat([mean, spread.sqrt()], dim=1)
