@@ -176,10 +176,14 @@ def parse_config(raw: Any, source_file: str = "<config>") -> SearchConfig:
 
 
 #: ``--smoke``: the same search space shrunk to a run of seconds (tiny demo data, 2 trials, 1 epoch).
+#: The two trials run one after the other, so that Tune reuses one trial process for both: a trial
+#: process spends 6-8 CPU-seconds importing Ray Tune and torch before its first step, more than a
+#: smoke trial's training, so a second process in parallel brings no speed (cnn.yaml on 2 cores: 10 s
+#: of wall time either way, 11 CPU-seconds instead of 19).
 SMOKE_OVERRIDES: dict[str, Any] = {
     "data.demo.genres": 3, "data.demo.songs_per_genre": 5, "data.demo.seconds": 4.0,
     "features.max_clips_per_song": 3, "train.epochs": 1, "search.num_samples": 2,
-    "search.max_concurrent": 2, "search.max_epochs": 1, "search.grace_period": 1,
+    "search.max_concurrent": 1, "search.max_epochs": 1, "search.grace_period": 1,
     "search.time_budget_s": None, "split.folds": None,
 }
 

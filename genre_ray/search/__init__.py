@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(same YAML and options): Tune's trials, ASHA and the Optuna searcher are restored from its "
                    "experiment folder, and MLflow keeps its parent run and one child run per trial")
     p.add_argument("--smoke", action="store_true", help="shrink the search to a run of seconds: a tiny demo "
-                   "collection (for data.source demo), 3 clips per song, 2 trials of 1 epoch; to check a YAML "
-                   "end to end")
+                   "collection (for data.source demo), 3 clips per song, 2 trials of 1 epoch, one at a time; to "
+                   "check a YAML end to end")
     cli.add_set_option(p)
     p.add_argument("--check", action="store_true", help="validate the YAML, print the resolved config, exit")
     p.add_argument("--json", action="store_true", help="print the outcome as one JSON document on stdout "
