@@ -26,7 +26,7 @@ SPACE = {
     "model": {"name": {"choice": ["logreg", "knn"]},
               "params": {"logreg": {"C": {"loguniform": [0.01, 10.0]}}, "knn": {"n_neighbors": {"int": [1, 5]}}}},
     "split": {"folds": 3},
-    "search": {"num_samples": 5, "max_concurrent": 2, "ensemble": 5},
+    "search": {"num_samples": 5, "max_concurrent": 1, "ensemble": 5},
 }
 
 

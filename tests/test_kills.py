@@ -114,10 +114,8 @@ def test_a_search_killed_while_registering_is_not_mistaken_for_finished(tmp_path
 FEATURIZE = textwrap.dedent("""
     import sys
     import pandas as pd
-    import ray
     from genre_ray.features import FeatureSettings
     from genre_ray.features.pipeline import featurize
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     paths = sys.argv[2:]
     settings = FeatureSettings(kinds=("logmel",), sample_rate=8000, clip_seconds=1.0, clip_overlap=0.0,
                                n_fft=256, hop_length=128, n_mels=16)

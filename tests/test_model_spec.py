@@ -147,7 +147,7 @@ TINY_YAML = {
     "features": {"clip_seconds": 1.0, "clip_overlap": 0.0, "n_mels": 16, "batch_files": 4, "max_clips_per_song": 3},
     "model": {"name": "tiny", "params": {"width": {"int": [2, 4]}}},
     "train": {"lr": 0.01, "batch_size": 16, "epochs": 1},
-    "search": {"num_samples": 2, "max_concurrent": 2, "max_epochs": 1, "grace_period": 1, "ensemble": 0},
+    "search": {"num_samples": 2, "max_concurrent": 1, "max_epochs": 1, "grace_period": 1, "ensemble": 0},
     "split": {"folds": None},
 }
 

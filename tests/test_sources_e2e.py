@@ -13,7 +13,7 @@ from conftest import SHARED_DATA
 from genre_ray.config import ConfigError, load_config
 from genre_ray.data.tables import song_of_filename, table_manifest
 
-SMALL_SEARCH = {"num_samples": 2, "max_concurrent": 2, "grace_period": 1, "max_epochs": 2}
+SMALL_SEARCH = {"num_samples": 2, "max_concurrent": 1, "grace_period": 1, "max_epochs": 2}
 
 
 def _table(path: Path, songs_per_class: int = 6, segments: int = 3) -> Path:
