@@ -19,6 +19,15 @@ def test_the_loop_embeds_every_clip_and_skips_an_undecodable_file(tmp_path: Path
     assert clips == 3 and seconds > 0
 
 
+def test_concurrent_loops_share_the_files_and_count_every_clip(tmp_path: Path) -> None:
+    """The bound: one-thread loops in processes of their own, each over its share of the files."""
+    from genre_ray.bench.embed import _settings, concurrent_loops
+
+    paths = [str(write_tone(tmp_path / f"{i}.wav", seconds=3.5 + 3 * i, sr=16000)) for i in range(3)]  # 1+2+3 clips
+    seconds, clips = concurrent_loops(paths, _settings("musicnn_msd", "taggram"), workers=2, batch=4)
+    assert clips == 6 and seconds > 0
+
+
 def test_the_ceiling_counts_the_networks_arithmetic() -> None:
     from genre_ray.bench.embed import ceiling
 
