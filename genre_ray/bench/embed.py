@@ -170,20 +170,20 @@ class _PeakRSS:
         while not self._stop.is_set():
             for proc in psutil.process_iter(["pid", "cmdline", "memory_info"]):
                 try:
-                    if proc.info["pid"] not in self._before and any(
-                            self.tag in part for part in proc.info["cmdline"] or ()):
+                    if proc.info["pid"] not in self._before and self._tagged(proc):
                         rss = proc.info["memory_info"].rss
                         self.peak[proc.info["pid"]] = max(self.peak.get(proc.info["pid"], 0), rss)
                 except (TypeError, AttributeError):
                     continue
             self._stop.wait(self.every_s)
 
+    def _tagged(self, proc: Any) -> bool:
+        return any(self.tag in part for part in proc.info["cmdline"] or ())
+
     def __enter__(self) -> _PeakRSS:
         import psutil
 
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            if any(self.tag in part for part in proc.info["cmdline"] or ()):
-                self._before.add(proc.info["pid"])
+        self._before = {proc.info["pid"] for proc in psutil.process_iter(["pid", "cmdline"]) if self._tagged(proc)}
         self._thread.start()
         return self
 
