@@ -216,3 +216,46 @@ def test_registry_prints_stay_off_the_console_under_quiet(tracker: Tracker, capf
     assert "registered model" not in (quiet.out + quiet.err) and "Created version" not in (quiet.out + quiet.err)
     assert "Created version '2'" in loud.out + loud.err
     assert logging_utils.MLFLOW_LOGGING_STREAM.enabled  # restored after the quiet registration
+
+
+def test_a_new_local_store_is_a_copy_of_the_blank_one_and_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    from genre_ray.tracking import blank
+
+    monkeypatch.setenv("GENRE_RAY_CACHE_DIR", str(tmp_path / "cache"))
+    Tracker(f"sqlite:///{tmp_path / 'first.db'}", "unit")  # builds the blank store
+    made = blank.blank_store()
+    assert made.parent == tmp_path / "cache" and blank._is_blank(made)
+    monkeypatch.chdir(tmp_path)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mlflow"):
+        second = Tracker(f"sqlite:///{tmp_path / 'second.db'}", "unit", artifact_root=tmp_path / "art")
+    assert not [r for r in caplog.records if "Creating initial MLflow database tables" in r.getMessage()]
+    default = second.client.get_experiment("0")  # MLflow made it again for this store, here and now
+    assert default.name == "Default" and default.artifact_location.startswith(str(tmp_path))
+    second.start_parent("search-1", {"model": "cnn2d"}, {})
+    version = second.register_model(tiny_classifier(), "genre-unit", 0.5, "split-a", {})
+    second.finish_parent({"test_song_acc": 0.5}, {}, [])
+    assert version and version["alias"] == CHAMPION and version["version"] == "1"
+    assert second.client.get_model_version_by_alias("genre-unit", CHAMPION).run_id == second.parent_id
+    assert blank._is_blank(made)  # the copy was written, not the blank
+
+
+def test_a_damaged_or_unwritable_blank_store_leaves_the_store_to_mlflow(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from genre_ray.tracking import blank
+
+    monkeypatch.setenv("GENRE_RAY_CACHE_DIR", str(tmp_path / "cache"))
+    damaged = tmp_path / "cache" / f"mlflow-{mlflow.__version__}-blank.db"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"not a database")
+    assert blank.seed_sqlite_store(f"sqlite:///{tmp_path / 'a.db'}")  # rebuilt, then copied
+    assert blank._is_blank(damaged)
+    Tracker(f"sqlite:///{tmp_path / 'a.db'}", "unit")
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("GENRE_RAY_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    assert not blank.seed_sqlite_store(f"sqlite:///{tmp_path / 'b.db'}")
+    assert not list(tmp_path.glob(".b.db.*"))
+    tracker = Tracker(f"sqlite:///{tmp_path / 'b.db'}", "unit")  # MLflow migrates it, as before
+    assert tracker.client.get_experiment_by_name("unit") is not None
+    assert not blank.seed_sqlite_store(f"sqlite:///{tmp_path / 'b.db'}")  # never over an existing store

@@ -4,6 +4,8 @@
   store), the fail-fast check of a server, the local store's lock. No MLflow import.
 - :mod:`~genre_ray.tracking.runs`: :class:`Tracker`, a search's experiment, parent and trial runs,
   and the registry with its champion policy.
+- :mod:`~genre_ray.tracking.blank`: a new local SQLite store starts as a copy of a blank one, built
+  by MLflow once per MLflow version in the user's cache folder (saves 2 to 3 CPU-seconds a search).
 - :mod:`~genre_ray.tracking.pyfunc`: the MLflow pyfunc flavour of the song classifier.
 
 The names of ``runs`` are served from here lazily, so that ``from genre_ray.tracking import

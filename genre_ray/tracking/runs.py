@@ -26,6 +26,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from genre_ray._faults import pause_point
+from genre_ray.tracking.blank import seed_sqlite_store
 from genre_ray.tracking.uri import TrackingError, check_reachable, default_tracking_uri, git_commit, store_lock
 
 __all__ = ["CHALLENGER", "CHAMPION", "TEST_METRIC", "Tracker", "TrackingError", "check_reachable",
@@ -117,7 +118,8 @@ class Tracker:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         mlflow.set_tracking_uri(uri)
         try:
-            with store_lock(uri):  # the client creates (migrates) a new SQLite store: one process at a time
+            with store_lock(uri):  # a new SQLite store is created (copied or migrated) by one process at a time
+                seed_sqlite_store(uri)
                 self.client = MlflowClient(uri)
                 self.experiment_id = self._experiment(experiment, artifact_root)
         except MlflowException as exc:
