@@ -26,9 +26,11 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 #: The slowest files (each a minute or more of CPU on 2 cores), in this order, before all others.
 #: With `--dist loadfile --no-loadscope-reorder` (pyproject's addopts) a file runs whole on one worker,
 #: in collection order; a slow file collected late ran alone for minutes after the other worker had
-#: finished.
-SLOW_FIRST = ("test_concurrent.py", "test_resume.py", "test_kills.py", "test_smoke_spaces.py",
-              "test_tracking_outage.py", "test_sources_e2e.py", "test_cluster_job.py", "test_cluster_nodes.py",
+#: finished. Those that start their own Ray (command-line searches, real clusters) come first: a worker
+#: starts the shared :func:`ray_session` at its first file that needs it, and an idle local Ray burns
+#: about 4.8 CPU-seconds a minute (docs/benchmarks.md), so it should not wait through them.
+SLOW_FIRST = ("test_concurrent.py", "test_resume.py", "test_kills.py", "test_tracking_outage.py",
+              "test_cluster_job.py", "test_cluster_nodes.py", "test_smoke_spaces.py", "test_sources_e2e.py",
               "test_tag.py", "test_predict.py", "test_bench_zoo.py", "test_bench_overhead.py", "test_search_e2e.py",
               "test_pretrained.py", "test_mlflow_server.py", "test_ensemble_e2e.py")
 
