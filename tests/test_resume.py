@@ -196,5 +196,9 @@ def test_a_search_killed_midway_resumes_to_the_planned_trials_with_one_parent_ru
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in journal.trials) == 8
     assert "Resumed with `--resume`" in (out_dir / "summary.md").read_text()
 
-    third = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert third.returncode == 0 and "Nothing to resume" in third.stdout
+    # A finished search has nothing for Ray to do: no Ray is started (its session folder would appear).
+    ray_tmp = tmp_path / "ray-tmp"
+    third = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env={**env, "RAY_TMPDIR": str(ray_tmp)},
+                           cwd=tmp_path, timeout=300)
+    assert third.returncode == 0 and "Nothing to resume" in third.stdout, third.stderr[-2000:]
+    assert not ray_tmp.exists()

@@ -259,3 +259,7 @@ def test_a_damaged_or_unwritable_blank_store_leaves_the_store_to_mlflow(tmp_path
     tracker = Tracker(f"sqlite:///{tmp_path / 'b.db'}", "unit")  # MLflow migrates it, as before
     assert tracker.client.get_experiment_by_name("unit") is not None
     assert not blank.seed_sqlite_store(f"sqlite:///{tmp_path / 'b.db'}")  # never over an existing store
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GENRE_RAY_CACHE_DIR", "relative-cache")  # a relative folder is taken from here
+    assert blank.seed_sqlite_store(f"sqlite:///{tmp_path / 'c.db'}")
+    assert blank._is_blank(tmp_path / "relative-cache" / damaged.name)

@@ -32,8 +32,8 @@ def cache_dir() -> Path:
     """Where genre_ray keeps what it builds once per machine."""
     env = os.environ.get("GENRE_RAY_CACHE_DIR")
     if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "genre_ray"
+        return Path(env).expanduser().absolute()
+    return (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "genre_ray").absolute()
 
 
 def _is_blank(path: Path) -> bool:
