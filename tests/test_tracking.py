@@ -250,12 +250,12 @@ def test_a_damaged_or_unwritable_blank_store_leaves_the_store_to_mlflow(tmp_path
     damaged.parent.mkdir()
     damaged.write_bytes(b"not a database")
     assert blank.seed_sqlite_store(f"sqlite:///{tmp_path / 'a.db'}")  # rebuilt, then copied
-    assert blank._is_blank(damaged)
+    assert blank._is_blank(damaged) and not list(damaged.parent.glob(".tmp-*"))
     Tracker(f"sqlite:///{tmp_path / 'a.db'}", "unit")
     (tmp_path / "file").write_text("a file where the cache folder should be")
     monkeypatch.setenv("GENRE_RAY_CACHE_DIR", str(tmp_path / "file" / "cache"))
     assert not blank.seed_sqlite_store(f"sqlite:///{tmp_path / 'b.db'}")
-    assert not list(tmp_path.glob(".b.db.*"))
+    assert not list(tmp_path.glob(".tmp-*"))
     tracker = Tracker(f"sqlite:///{tmp_path / 'b.db'}", "unit")  # MLflow migrates it, as before
     assert tracker.client.get_experiment_by_name("unit") is not None
     assert not blank.seed_sqlite_store(f"sqlite:///{tmp_path / 'b.db'}")  # never over an existing store

@@ -388,7 +388,7 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
         out_dir.mkdir(parents=True, exist_ok=True)
         _data_report(skipped, out_dir / "data_report.csv")
         summary = _run_task(cfg, TaskSpec.from_config(task), songs, rows, table, uri, results, out_dir,
-                            promote, resume, start_ray)
+                            promote, resume, start_ray=start_ray)
         if summary is None:  # --resume: this task had finished before the interruption
             continue
         summary.update(out_dir=str(out_dir), tracking_uri=uri, skipped=skipped, name=cfg.name, cache=cache,
@@ -419,11 +419,11 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
 
 
 def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: pd.DataFrame, table: Any, uri: str,
-              results: Path, out_dir: Path, promote: bool, resume: bool = False,
-              start_ray: Callable[[], None] | None = None) -> dict[str, Any] | None:
+              results: Path, out_dir: Path, promote: bool, resume: bool = False, *,
+              start_ray: Callable[[], None]) -> dict[str, Any] | None:
     """Label, split, search and register one genre task (None: resumed, and it had finished).
 
-    ``start_ray`` (default: :func:`ray_init`) starts the local Ray for the trials once the task is
+    ``start_ray`` (:func:`run_search`'s, once per search) starts Ray for the trials once the task is
     known to run: a ``--resume`` of a finished search answers without one.
     """
     from genre_ray.tracking import Tracker, TrackingError, git_commit
@@ -465,7 +465,7 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
             log.warning("task %s: the search %s had finished (MLflow run %s); nothing to resume", task.name,
                         state["run_name"], state.get("parent_run_id"))
         return None
-    (start_ray or (lambda: ray_init(cfg)))()  # a local Ray for the trials (a small collection's features needed none)
+    start_ray()  # Ray for the trials (a small collection's features needed none)
     journal = out_dir / STUDY_JOURNAL
     try:  # before any run is opened: a journal that cannot be used stops the search with nothing changed
         study = study_storage(journal)

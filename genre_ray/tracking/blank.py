@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sqlite3
+import uuid
 from pathlib import Path
 
 import mlflow
+import pyarrow.fs as pafs
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from genre_ray.storage import file_lock
+from genre_ray.storage import file_lock, put_file
 
 __all__ = ["blank_store", "cache_dir", "seed_sqlite_store"]
 
@@ -60,16 +61,19 @@ def blank_store() -> Path:
     with file_lock(path):
         if _is_blank(path):
             return path
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        MlflowClient(f"sqlite:///{tmp}").search_experiments()  # MLflow creates and migrates it
-        con = sqlite3.connect(tmp)
+        # a name never used before: MLflow keeps each URI's store (and engine) for the process's life
+        tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{path.name}")
         try:
-            with con:
-                con.execute("DELETE FROM experiments")
+            MlflowClient(f"sqlite:///{tmp}").search_experiments()  # MLflow creates and migrates it
+            con = sqlite3.connect(tmp)
+            try:
+                with con:
+                    con.execute("DELETE FROM experiments")
+            finally:
+                con.close()
+            os.replace(tmp, path)
         finally:
-            con.close()
-        os.replace(tmp, path)
+            tmp.unlink(missing_ok=True)
         log.info("built a blank MLflow %s store at %s, for new local stores to start from",
                  mlflow.__version__, path)
     return path
@@ -86,12 +90,9 @@ def seed_sqlite_store(uri: str) -> bool:
     db = Path(uri[len("sqlite:///"):])
     if db.exists() or not db.parent.is_dir():
         return False
-    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
     try:
-        shutil.copyfile(blank_store(), tmp)
-        os.replace(tmp, db)
+        put_file(pafs.LocalFileSystem(), str(db.absolute()), blank_store().read_bytes())
     except (OSError, sqlite3.Error, MlflowException) as exc:
         log.debug("no blank MLflow store for %s (%s); MLflow builds it", uri, exc)
-        tmp.unlink(missing_ok=True)
         return False
     return True
