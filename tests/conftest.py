@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,20 @@ SLOW_FIRST = ("test_concurrent.py", "test_resume.py", "test_kills.py", "test_tra
               "test_pretrained.py", "test_mlflow_server.py", "test_ensemble_e2e.py")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the package's bytecode once, where the environment says never to write it.
+
+    With ``PYTHONDONTWRITEBYTECODE`` set (as on this project's machines), every process compiled
+    genre_ray from source on import: about 0.5 CPU-seconds in each of the 150 or so processes the
+    suite starts (command-line runs, Ray trial and Ray Data workers). Python reads bytecode that is
+    there even when told not to write it; it is git-ignored, and a changed source is recompiled.
+    """
+    if sys.dont_write_bytecode and not hasattr(config, "workerinput"):  # once, in the main process
+        import compileall
+
+        compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "genre_ray"), quiet=1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The :data:`SLOW_FIRST` files first; the rest keep their order (the sort is stable)."""
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
@@ -62,6 +77,21 @@ def ray_session():
         ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def joined_env(ray_session) -> dict[str, str]:
+    """The environment for a command-line search that joins this worker's Ray instead of starting one.
+
+    A search run as ``RAY_ADDRESS=<head> python -m genre_ray.search ...`` on a cluster does just this.
+    A private local Ray costs a command-line search about 11 CPU-seconds of its own start-up
+    (docs/benchmarks.md); the tests whose subject is not that private Ray (a kill at a pause point,
+    a tracking server going away, a second round of two searches at once) join the shared one.
+    Its auth mode and token stay as they are: a CLI that set its own could not connect.
+    """
+    from _procs import child_env
+
+    return child_env(RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
 
 
 def write_tone(path: Path, seconds: float = 2.0, sr: int = 22050, channels: int = 1,
