@@ -20,13 +20,13 @@ from _procs import child_env
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _two_at_once(results: Path) -> list[subprocess.CompletedProcess]:
+def _two_at_once(results: Path, env: dict[str, str]) -> list[subprocess.CompletedProcess]:
     cmd = [sys.executable, "-m", "genre_ray.search", str(ROOT / "search_spaces" / "cnn.yaml"), "--smoke",
            "--results-dir", str(results), "-q"]
     procs = []
     for name in ("first", "second"):
         procs.append(subprocess.Popen([*cmd, "--name", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, cwd=ROOT, env=child_env()))
+                                      text=True, cwd=ROOT, env=env))
         time.sleep(0.2)
     outs = [p.communicate(timeout=600)[0] for p in procs]
     return [subprocess.CompletedProcess(p.args, p.returncode, out) for p, out in zip(procs, outs, strict=True)]
@@ -50,10 +50,14 @@ def _check_store(results: Path, parents: int) -> None:
 
 
 @pytest.mark.slow
-def test_two_searches_at_once_in_a_fresh_folder_and_then_on_its_existing_store(tmp_path: Path) -> None:
+def test_two_searches_at_once_in_a_fresh_folder_and_then_on_its_existing_store(tmp_path: Path,
+                                                                             joined_env: dict[str, str]) -> None:
+    """First as on a laptop (each search starts its own local Ray), then as on a cluster (both drivers
+    join one Ray, here the test worker's)."""
     results = tmp_path / "results"
-    for round_, parents in ((1, 2), (2, 4)):  # a fresh folder, then the store the first round left
-        done = _two_at_once(results)
+    # a fresh folder, then the store the first round left
+    for round_, parents, env in ((1, 2, child_env()), (2, 4, joined_env)):
+        done = _two_at_once(results, env)
         for p in done:
             assert p.returncode == 0, f"round {round_}:\n{p.stdout[-3000:]}"
             # The driver's own output: a Ray worker's lines come tagged "(train_trial pid=...)", and a

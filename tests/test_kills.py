@@ -23,10 +23,12 @@ from _procs import child_env
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _kill_at(cmd: list[str], point: str, tmp_path: Path, skip: int = 0, timeout: float = 300) -> str:
+def _kill_at(cmd: list[str], point: str, tmp_path: Path, skip: int = 0, timeout: float = 300,
+             env: dict[str, str] | None = None) -> str:
     """Run ``cmd`` until it pauses at ``point`` (after ``skip`` passes), SIGKILL its group; its output."""
     marker = tmp_path / f"paused-{point}"
-    env = child_env(GENRE_RAY_PAUSE_AT=point, GENRE_RAY_PAUSE_FILE=str(marker), GENRE_RAY_PAUSE_SKIP=str(skip))
+    env = {**(env or child_env()), "GENRE_RAY_PAUSE_AT": point, "GENRE_RAY_PAUSE_FILE": str(marker),
+           "GENRE_RAY_PAUSE_SKIP": str(skip)}
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -91,20 +93,23 @@ def test_tagging_killed_mid_file_leaves_every_file_original_or_tagged_and_undo_r
 
 
 @pytest.mark.slow
-def test_a_search_killed_while_registering_is_not_mistaken_for_finished(tmp_path: Path) -> None:
+def test_a_search_killed_while_registering_is_not_mistaken_for_finished(tmp_path: Path,
+                                                                       joined_env: dict[str, str]) -> None:
+    """The search joins the test worker's Ray (as on a cluster): what the kill must not leave behind
+    is in the results folder and the MLflow store, which the driver alone writes."""
     import mlflow
 
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "genre_ray.search", str(ROOT / "search_spaces" / "cnn.yaml"), "--smoke",
            "--results-dir", str(results), "-q"]
-    _kill_at(cmd, "register.before_alias", tmp_path)
+    _kill_at(cmd, "register.before_alias", tmp_path, env=joined_env)
     client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     [orphan] = client.search_model_versions("name='genre-demo'")  # logged, but no alias and no decision
     assert "alias_at_registration" not in orphan.tags
     state = (results / "cnn" / "search_state.json").read_text()
     assert '"finished": false' in state  # --resume would take it up again
     assert not (results / "cnn" / "summary.md").exists()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=child_env())
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=joined_env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     champion = client.get_model_version_by_alias("genre-demo", "champion")
     assert champion.version != orphan.version and champion.tags["alias_at_registration"] == "champion"

@@ -26,7 +26,10 @@ def _runs(server: MlflowServer, experiment: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_a_search_survives_its_tracking_server_going_away_and_resume_logs_what_it_missed(tmp_path: Path) -> None:
+def test_a_search_survives_its_tracking_server_going_away_and_resume_logs_what_it_missed(
+        tmp_path: Path, joined_env: dict[str, str]) -> None:
+    """The search joins the test worker's Ray (the tracking calls are the driver's); the finished
+    search's ``--resume`` starts no Ray at all."""
     results = tmp_path / "results"
     server = MlflowServer(f"sqlite:///{tmp_path / 'remote.db'}", tmp_path / "server")
     cmd = [sys.executable, "-m", "genre_ray.search", str(SPACE), "--smoke", "--results-dir", str(results),
@@ -34,7 +37,7 @@ def test_a_search_survives_its_tracking_server_going_away_and_resume_logs_what_i
            "--set", "search.grace_period=3"]
     with server:
         search = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  env=child_env())
+                                  env=joined_env)
         deadline = time.monotonic() + 300
         while not [r for r in _runs(server, "demo") if r["data"].get("tags")]:  # the parent run is there
             assert search.poll() is None and time.monotonic() < deadline, "the search ended before logging"
