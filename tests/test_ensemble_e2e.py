@@ -123,7 +123,8 @@ def test_tag_serves_the_registered_ensemble(searched: dict[str, Any], tmp_path: 
     songs = sorted((searched["results"] / "demo").rglob("*.wav"))[:3]
     for i, song in enumerate(songs):
         (library / f"t{i}.wav").write_bytes(song.read_bytes())
-    table, _ = run_tag(library, "models:/genre-ens@champion", tmp_path / "p.csv", tracking_uri=searched["uri"])
+    table, _ = run_tag(library, "models:/genre-ens@champion", tmp_path / "p.csv", tracking_uri=searched["uri"],
+                         workers=1)
     clf = serving.load("models:/genre-ens@champion", searched["uri"])
     by_path = table.set_index("path")
     for i, song in enumerate(songs):

@@ -206,7 +206,7 @@ def test_an_interrupted_run_finishes_without_redoing_finished_files(library: Pat
         return real(todo, *rest)
 
     monkeypatch.setattr(tag, "_dataset", recording)
-    table, summary = run_tag(library, URI, out, tracking_uri=registered, batch_files=4)
+    table, summary = run_tag(library, URI, out, tracking_uri=registered, batch_files=4, workers=1)
     assert summary.done_before == len(first) and summary.predicted == len(second)
     assert not set(second) & set(first["path"])  # no finished file was predicted again
     assert sorted([*second, *first["path"]]) == sorted(list_library(library)["path"])
@@ -256,7 +256,7 @@ def test_a_killed_cli_run_resumes_without_redoing_the_files_it_saved(library: Pa
         return real(todo, *rest)
 
     monkeypatch.setattr(tag, "_dataset", recording)
-    table, summary = run_tag(library, URI, out, tracking_uri=registered)
+    table, summary = run_tag(library, URI, out, tracking_uri=registered, workers=1)
     assert summary.done_before == len(saved) and not set(redone) & set(saved["path"])
     assert sorted([*redone, *saved["path"]]) == sorted(list_library(library)["path"])
     again = table.set_index("path").loc[saved["path"]]  # the saved rows are in the table as they were
