@@ -21,7 +21,8 @@ TINY = {
     "model": {"name": "cnn2d", "params": {"depth": {"int": [1, 2]}, "width": {"choice": [4, 8]},
                                           "dropout": 0.1, "batch_norm": True}},
     "train": {"lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": {"choice": [16, 32]}, "epochs": 3},
-    "search": {"num_samples": 3, "max_concurrent": 2, "grace_period": 1, "reduction_factor": 2,
+    # one trial at a time: Tune reuses one trial process (8 CPU-seconds of start-up each) for all three
+    "search": {"num_samples": 3, "max_concurrent": 1, "grace_period": 1, "reduction_factor": 2,
                "max_epochs": 3},
     "split": {"folds": None},  # one validation split (tests/test_splits.py covers split.folds: auto)
 }

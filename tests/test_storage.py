@@ -328,6 +328,7 @@ def test_a_whole_search_with_audio_cache_and_tune_storage_in_s3(bucket: Bucket, 
     doc["data"] = {"source": "folder", "path": bucket.upload(tiny_demo, "music")}
     doc["features"]["cache_dir"] = bucket.uri("cache")
     doc["search"]["storage_path"] = bucket.uri("ray")
+    doc["search"]["max_concurrent"] = 1  # one trial process: concurrency is not what this tests
     space.write_text(yaml.safe_dump(doc))
     cfg = load_config(space, {"output.results_dir": str(tmp_path / "results"),
                               "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
