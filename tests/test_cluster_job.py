@@ -13,9 +13,10 @@ two-node Ray cluster on this machine.
 - **The command** is read out of the docs. Only its addresses, the bucket's name and the results
   folder are swapped for this machine's, and :data:`TINY` shrinks the search (2 trials of 1 epoch on
   a tiny demo collection, no refit). A docs edit that drops any of them fails here.
-- **Stopping.** Every process started here carries a marker in its environment (Ray's workers,
-  drivers and agents inherit it), and all of them are stopped at the end, pass or fail. ``ray stop``
-  is not used: it stops every Ray process on the machine, other sessions' too.
+- **Stopping.** Every process started here carries a marker in its environment (Ray's workers and
+  drivers inherit it) or has a file open under the cluster's temp folder (a node's dashboard agent
+  may get only part of its raylet's environment), and all of them are stopped at the end, pass or
+  fail. ``ray stop`` is not used: it stops every Ray process on the machine, other sessions' too.
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ def substituted(command: str, subs: dict[str, str]) -> list[str]:
     return shlex.split(command)
 
 
-def _marked(token: str) -> list[int]:
-    """Live processes (zombies left out) whose environment carries this test's marker."""
+def _marked(token: str, temp: Path) -> list[int]:
+    """Live processes (zombies left out) of this test's cluster: those whose environment carries its
+    marker, and those with a file open under its Ray temp folder. A node's raylet starts its dashboard
+    agent with only some of its own environment, and on one node of two the marker was left out: that
+    agent outlived the cluster and, with its GCS gone, spun a core at 100 % for a minute or more."""
     want, found = f"{MARKER}={token}".encode(), []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -90,23 +94,37 @@ def _marked(token: str) -> list[int]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile, or not ours
             continue
-        if want in environ and stat[stat.rindex(")") + 2] != "Z":
+        if (want in environ or _has_open_file_under(entry, temp)) and stat[stat.rindex(")") + 2] != "Z":
             found.append(int(entry.name))
     return found
 
 
-def _stop_marked(token: str, grace: float = 5.0) -> list[int]:
-    """SIGTERM every marked process, SIGKILL what is left after ``grace`` s; return the survivors."""
+def _has_open_file_under(proc: Path, folder: Path) -> bool:
+    try:
+        fds = list((proc / "fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd).startswith(f"{folder}/"):
+                return True
+        except OSError:  # closed meanwhile
+            continue
+    return False
+
+
+def _stop_marked(token: str, temp: Path, grace: float = 5.0) -> list[int]:
+    """SIGTERM every process of the cluster, SIGKILL what is left after ``grace`` s; return the survivors."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        for pid in _marked(token):
+        for pid in _marked(token, temp):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + wait
-        while _marked(token) and time.monotonic() < deadline:
+        while _marked(token, temp) and time.monotonic() < deadline:
             time.sleep(0.2)
-    return _marked(token)
+    return _marked(token, temp)
 
 
 def _get(url: str) -> Any:
@@ -183,7 +201,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                "mlflow": mlflow_server, "nodes": {n["node_id"]: n["node_ip"] for n in nodes},
                "started_s": time.monotonic() - t0}
     finally:
-        left = _stop_marked(token)
+        left = _stop_marked(token, temp)
         mlflow_left = mlflow_server.stop()
         moto.stop()
         shutil.rmtree(temp, ignore_errors=True)
