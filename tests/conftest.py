@@ -85,8 +85,8 @@ def joined_env(ray_session) -> dict[str, str]:
 
     A search run as ``RAY_ADDRESS=<head> python -m genre_ray.search ...`` on a cluster does just this.
     A private local Ray costs a command-line search about 11 CPU-seconds of its own start-up
-    (docs/benchmarks.md); the tests whose subject is not that private Ray (a kill at a pause point,
-    a tracking server going away, a second round of two searches at once) join the shared one.
+    (docs/benchmarks.md); the tests whose subject is not that private Ray (a kill at a pause point, a
+    killed tag run, a tracking server going away, a second round of two searches at once) join it.
     Its auth mode and token stay as they are: a CLI that set its own could not connect.
     """
     from _procs import child_env

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -219,19 +218,17 @@ def test_an_interrupted_run_finishes_without_redoing_finished_files(library: Pat
 
 @pytest.mark.slow
 def test_a_killed_cli_run_resumes_without_redoing_the_files_it_saved(library: Path, registered: str,
-                                                                    tmp_path: Path, ray_session: Any,
+                                                                    tmp_path: Path, joined_env: dict[str, str],
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI in a subprocess, killed (SIGKILL: no clean-up at all) once its first part is saved."""
+    """The CLI in a subprocess on the worker's Ray, killed (SIGKILL: no clean-up at all) once its first
+    part is saved."""
     out = tmp_path / "predictions.csv"
     parts = out.with_name(out.name + ".parts")
-    # The session's Ray auth mode (and token) as they are: Ray turns token auth on for a local
-    # cluster unless RAY_AUTH_MODE says otherwise, and a CLI that set its own could not connect.
-    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     cli = [sys.executable, "-m", "genre_ray.tag", str(library), "--model", URI, "--tracking-uri", registered,
            "--out", str(out), "--workers", "1", "--flush-rows", "1"]
     log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe nobody reads would block the CLI
     with log.open("w") as stderr:
-        proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = subprocess.Popen(cli, env=joined_env, stdout=subprocess.DEVNULL, stderr=stderr)
         try:
             deadline = time.monotonic() + 300
             while (not list(parts.glob("part-*.parquet")) and proc.poll() is None
