@@ -81,7 +81,7 @@ def ray_session():
 
 @pytest.fixture
 def joined_env(ray_session) -> dict[str, str]:
-    """The environment for a command-line search that joins this worker's Ray instead of starting one.
+    """The environment for a command-line run (search, tag) that joins this worker's Ray instead of starting one.
 
     A search run as ``RAY_ADDRESS=<head> python -m genre_ray.search ...`` on a cluster does just this.
     A private local Ray costs a command-line search about 11 CPU-seconds of its own start-up
