@@ -4,6 +4,9 @@
 log-mel CNN with a learned GRU aggregator and a logistic regression on clip statistics, mixed as an
 ensemble. Their torch and joblib pickles name ``genre_ray.train`` and ``genre_ray.aggregate``; the
 pyfunc's model script imports ``genre_ray.serving``.
+
+``tests/fixtures/pre_move/search`` holds what Tune pickled for a search that the flat layout started
+and a kill interrupted (its ``make.sh``): ``--resume`` must read it with today's code.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from tests._procs import child_env
 from tests.test_serving import tone
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pre_move"
+SEARCH = FIXTURE / "search"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 
 
@@ -65,3 +69,54 @@ def test_predict_names_the_genres(model_dir: Path, songs: dict[str, Path]) -> No
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout)
     assert [r["genre"] for r in doc["results"]] == list(songs)
+
+
+def test_a_search_interrupted_before_the_move_reads_back_under_the_old_module_names() -> None:
+    """The experiment's ``tuner.pkl`` (callbacks, reporter, the Optuna searcher with its search space)
+    and its searcher's state name ``genre_ray.trial_runs``, ``genre_ray.spaces`` and ``genre_ray._checks``."""
+    import pickle
+
+    import optuna
+
+    from genre_ray._legacy import SEARCH_MOVED, old_module_paths
+    from genre_ray.config.spaces import DefineByRun
+    from genre_ray.search.trial_runs import SearchReporter, StaleCheckpoints, TrialRuns
+
+    for name in ("tuner.pkl", "searcher-state.pkl"):
+        with pytest.raises(ModuleNotFoundError, match="genre_ray"):  # the old names, as --resume met them
+            pickle.loads((SEARCH / name).read_bytes())
+    with old_module_paths(SEARCH_MOVED):
+        tuner = pickle.loads((SEARCH / "tuner.pkl").read_bytes())
+        searcher = pickle.loads((SEARCH / "searcher-state.pkl").read_bytes())
+    assert not set(SEARCH_MOVED) & set(sys.modules)  # the aliases lived only while it was read
+
+    run = tuner["_run_config"]
+    assert [type(c) for c in run.callbacks] == [StaleCheckpoints, TrialRuns]
+    assert isinstance(run.progress_reporter, SearchReporter) and run.callbacks[1].total == 8
+    space = searcher["_space"]
+    assert isinstance(space, DefineByRun) and isinstance(tuner["_tune_config"].search_alg._space, DefineByRun)
+    assert len(searcher["_completed_trials"]) >= 3  # interrupted midway: 3 of its 8 trials had finished
+    drawn = space(optuna.create_study().ask())  # the old space still draws a trial today's code trains
+    assert drawn["model.name"] == "cnn2d" and drawn["features.kind"] == "logmel"
+
+
+def test_resume_reads_the_experiment_and_runs_it_under_the_old_module_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tune reads ``tuner.pkl`` in ``Tuner.restore`` and the searcher's state in ``fit``: both inside."""
+    from genre_ray._legacy import SEARCH_MOVED
+    from genre_ray.search import tuning
+
+    seen = []
+
+    class Restored:
+        def fit(self) -> str:
+            seen.append(("fit", set(SEARCH_MOVED) <= set(sys.modules)))
+            return "grid"
+
+    def restore(*args: object) -> Restored:
+        seen.append(("restore", set(SEARCH_MOVED) <= set(sys.modules)))
+        return Restored()
+
+    monkeypatch.setattr(tuning, "restore", restore)
+    assert tuning.resume_fit(None, {}, None, "experiment") == "grid"  # type: ignore[arg-type]
+    assert seen == [("restore", True), ("fit", True)]
+    assert not set(SEARCH_MOVED) & set(sys.modules)

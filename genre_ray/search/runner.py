@@ -46,7 +46,7 @@ from genre_ray.search.tuning import (
     check_study,
     leaderboard,
     ray_init,
-    restore,
+    resume_fit,
     study_storage,
     trial_data,
     tuner,
@@ -492,7 +492,7 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
         if state is not None and can_restore(experiment):
             log.info("task %s: resuming %s from %s (Optuna searcher, ASHA and trials restored)", task.name,
                      run_name, experiment)
-            grid = restore(cfg, data, tracker, experiment, _groups(cfg)).fit()
+            grid = resume_fit(cfg, data, tracker, experiment, _groups(cfg))
         else:
             if state is not None:
                 log.info("task %s: %s never reached its first Tune snapshot; starting its trials", task.name,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from genre_ray._legacy import SEARCH_MOVED, old_module_paths
 from genre_ray._ray_workarounds import unpin
 from genre_ray.config import Search, SearchConfig
 from genre_ray.search.report import leaderboard_frame, stop_reason
@@ -24,7 +25,7 @@ from genre_ray.search.report import leaderboard_frame, stop_reason
 __all__ = ["MAX_TRIAL_FAILURES", "REPORT_EVERY_S", "ResourceError", "autoscaling_worker_types",
            "check_resources", "make_sampler", "startup_trials", "StudyJournalError", "check_study",
            "study_storage", "can_restore", "leaderboard", "parameter_columns", "progress_options", "ray_init",
-           "restore", "space_draws", "trial_data", "tuner"]
+           "restore", "resume_fit", "space_draws", "trial_data", "tuner"]
 
 log = logging.getLogger("genre_ray.search")
 
@@ -250,6 +251,19 @@ def restore(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment: s
     fs, where = _storage(experiment)
     return tune.Tuner.restore(where, trainable=_trainable(cfg, data, groups), resume_unfinished=True,
                               resume_errored=True, storage_filesystem=fs)
+
+
+def resume_fit(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment: str,
+               groups: dict[str, Any] | None = None) -> Any:
+    """Finish an interrupted search: its :func:`restore`d Tuner's ``fit()`` (a ``ResultGrid``).
+
+    An experiment begun before the package moved into subpackages pickled its callbacks, reporter and
+    search space under their old module names (``genre_ray.trial_runs``, ``genre_ray.spaces``...):
+    Tune reads its ``tuner.pkl`` in ``Tuner.restore`` and its searcher's state in ``fit``, both while
+    those names resolve (:data:`genre_ray._legacy.SEARCH_MOVED`).
+    """
+    with old_module_paths(SEARCH_MOVED):
+        return restore(cfg, data, tracker, experiment, groups).fit()
 
 
 def can_restore(experiment: str) -> bool:
