@@ -13,6 +13,9 @@ the behaviour it relies on changes (``tests/test_trial_data_release.py``,
   experiment snapshot restores trials that name deleted checkpoints (ray-project/ray#30073); the
   trial's checkpoint manager is rebuilt through its private state and
   ``ray.train._internal.session._TrainingResult``.
+- :func:`quiet_checkpoint_lines` and :func:`quiet_progress_notice`: console lines that only a
+  logger of an internal module carries (Tune's line per saved checkpoint, Ray Data's notice that its
+  bars are off). Should Ray rename the module, the lines come back and nothing else changes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,18 @@ import re
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def quiet_checkpoint_lines() -> None:
+    """In a trial: Tune logs a line per saved checkpoint (every epoch of every trial) at INFO, from
+    ``ray.train._internal.storage``; the driver reports progress instead."""
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+
+
+def quiet_progress_notice() -> None:
+    """Ray Data warns once per process that its progress bars are off, from
+    ``ray.data._internal.progress``; they are off because the commands show their own."""
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def unpin(ref: Any) -> int:

@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 
 from genre_ray import storage
 from genre_ray._faults import pause_point
+from genre_ray._ray_workarounds import quiet_progress_notice
 from genre_ray.data.audio import AudioError, decode_clips, n_clips
 from genre_ray.data.collection import SKIPPED_COLUMNS, decode_report
 from genre_ray.features import FeatureSettings, compute_features
@@ -197,7 +198,7 @@ def ray_data_progress_off() -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler):  # the console, not the file
             handler.setLevel(max(handler.level, logging.WARNING))
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    quiet_progress_notice()
 
 
 def _sha256(path: str) -> str:

@@ -7,12 +7,12 @@ trial never reads the cache or the audio, and the test songs are not in what it 
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from genre_ray._ray_workarounds import quiet_checkpoint_lines
 from genre_ray.training.loop import run_trial
 from genre_ray.training.wrappers import TrialData
 
@@ -40,7 +40,6 @@ class TuneReporter:
 def train_trial(config: dict[str, Any], data: dict[str, TrialData | list[TrialData]],
                 spec: dict[str, Any]) -> None:
     """Tune function trainable: :func:`run_trial` reporting to Tune."""
-    # Tune logs a line per saved checkpoint from every worker; the driver reports progress instead.
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    quiet_checkpoint_lines()  # the driver reports progress instead
     run_trial(config, data, spec, TuneReporter())
 
