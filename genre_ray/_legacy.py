@@ -8,8 +8,8 @@ nothing else sees the old paths. ``tests/test_pre_move_models.py`` holds models 
 
 A Tune experiment begun before the move pickles the search's callbacks and search space with it
 (``genre_ray.trial_runs.TrialRuns``, ``genre_ray.spaces.DefineByRun``, ``genre_ray._checks.Dist``):
-``--resume`` restores it under ``old_module_paths(SEARCH_MOVED)``, and ``tests/test_resume.py`` resumes
-one that the flat layout started and a kill interrupted.
+``--resume`` restores and runs it under ``old_module_paths(SEARCH_MOVED)``; ``tests/test_pre_move_models.py``
+reads back what Tune pickled for one that the flat layout started and a kill interrupted.
 """
 
 from __future__ import annotations
