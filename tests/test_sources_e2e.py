@@ -118,6 +118,23 @@ def test_search_on_a_spectrogram_image_folder(tmp_path: Path, ray_session: objec
     assert list(report["reason"]) == ["undecodable"] and report["path"][0].endswith("broken.jpg")
 
 
+def test_images_decode_the_same_in_this_process_and_with_ray_data(tmp_path: Path, ray_session: object) -> None:
+    """A small folder is decoded in the calling process (no Ray Data); a big one with Ray Data."""
+    from genre_ray.data.tables import image_manifest
+    from genre_ray.features.pipeline import content_hashes, featurize_images
+
+    manifest, _ = image_manifest(_images(tmp_path / "images"))
+    manifest = manifest.assign(sha=content_hashes(manifest["path"].tolist()))
+    here, ray_data = featurize_images(manifest, 24), featurize_images(manifest, 24, in_process=False)
+    assert here.info["in_process"] and not ray_data.info["in_process"]
+    assert here.features["image"].shape == (len(manifest) - 1, 24, 24) and here.features["image"].max() > 0.5
+    assert np.array_equal(here.features["image"], ray_data.features["image"])
+    assert here.info["cache_key"] == ray_data.info["cache_key"]
+    pd.testing.assert_frame_equal(here.clips, ray_data.clips, check_dtype=False)  # Ray's strings are Arrow's
+    pd.testing.assert_frame_equal(here.skipped, ray_data.skipped, check_dtype=False)
+    assert len(here.skipped) == 1 and here.skipped["path"].iloc[0].endswith("broken.jpg")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "spectrogram_images_dev").exists(), reason="../shared/data absent")
 def test_real_spectrogram_images_load(ray_session: object) -> None:

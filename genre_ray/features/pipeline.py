@@ -677,17 +677,44 @@ def image_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray
     return {"sha": batch["sha"], "image": np.stack(out), "error": np.array(errors, dtype=object)}
 
 
-def featurize_images(manifest: pd.DataFrame, size: int) -> FeatureTable:
-    """Spectrogram images as grey-scale ``(size, size)`` arrays, decoded in parallel with Ray Data.
+#: Images decoded per :func:`image_batch` call, in a Ray Data task or in this process.
+IMAGE_BATCH = 16
+
+
+def featurize_images(manifest: pd.DataFrame, size: int, *, in_process: bool | None = None,
+                     ray_start: Callable[[], None] | None = None) -> FeatureTable:
+    """Spectrogram images as grey-scale ``(size, size)`` arrays, decoded by :func:`image_batch`.
 
     Images are cheap to decode, so they are not cached; one image is one clip of its song.
-    """
-    import ray
 
+    Args:
+        manifest: ``path`` and ``sha`` of each image.
+        size: the side of the square each image is resized to.
+        in_process: decode in this process (True) or in Ray Data tasks (False); default: in this
+            process for at most :data:`IN_PROCESS_MAX_FILES` images, as :func:`featurize` does for
+            audio (a PNG spectrogram decodes in milliseconds; Ray Data's workers take seconds to
+            start). Both give the same arrays.
+        ray_start: called once just before the Ray Data pass, by a caller that starts its own Ray
+            only when it is needed.
+    """
     t0 = time.perf_counter()
-    ds: Any = ray.data.from_items(manifest[["path", "sha"]].to_dict("records"))
-    ds = ds.map_batches(image_batch, batch_size=16, batch_format="numpy", fn_kwargs={"size": size})
-    rows = ds.to_pandas()
+    items = manifest[["path", "sha"]]
+    if in_process is None:
+        in_process = items["sha"].nunique() <= IN_PROCESS_MAX_FILES
+    if in_process:
+        parts = [image_batch({"path": part["path"].to_numpy(), "sha": part["sha"].to_numpy()}, size)
+                 for part in (items.iloc[i:i + IMAGE_BATCH] for i in range(0, len(items), IMAGE_BATCH))]
+        rows = pd.DataFrame({"sha": [x for p in parts for x in p["sha"]],
+                             "image": [x for p in parts for x in p["image"]],
+                             "error": [x for p in parts for x in p["error"]]})
+    else:
+        import ray
+
+        if ray_start is not None:
+            ray_start()
+        ds: Any = ray.data.from_items(items.to_dict("records"))
+        ds = ds.map_batches(image_batch, batch_size=IMAGE_BATCH, batch_format="numpy", fn_kwargs={"size": size})
+        rows = ds.to_pandas()
     errors = [str(e) for e in rows["error"]]
     bad = np.array([e != "" for e in errors], dtype=bool)
     by_sha = manifest.drop_duplicates("sha").set_index("sha")["path"]
@@ -701,4 +728,4 @@ def featurize_images(manifest: pd.DataFrame, size: int) -> FeatureTable:
     key = hashlib.sha256(("images" + "".join(sorted(good["sha"])) + str(size)).encode()).hexdigest()[:24]
     return FeatureTable({"image": images}, clips, skipped, "(images are not cached)", cache_hit=False,
                         seconds=time.perf_counter() - t0, info={"cache_key": key, "files": len(manifest),
-                                                                "clips": len(clips)})
+                                                                "clips": len(clips), "in_process": in_process})

@@ -153,8 +153,7 @@ def _featurize(cfg: SearchConfig, manifest: pd.DataFrame, results: Path,
     if kind == "image":
         from genre_ray.features.pipeline import featurize_images
 
-        start_ray()
-        table = featurize_images(manifest, cfg.features.image_size)
+        table = featurize_images(manifest, cfg.features.image_size, ray_start=start_ray)
     else:
         settings = FeatureSettings.from_config(cfg.features, kinds=tuple(cfg.feature_kinds))
         cache_dir = cfg.features.cache_dir or results / "cache"
