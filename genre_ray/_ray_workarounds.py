@@ -13,6 +13,13 @@ the behaviour it relies on changes (``tests/test_trial_data_release.py``,
   experiment snapshot restores trials that name deleted checkpoints (ray-project/ray#30073); the
   trial's checkpoint manager is rebuilt through its private state and
   ``ray.train._internal.session._TrainingResult``.
+- :func:`cut_snapshot`: Tune writes its experiment snapshot in the driver's staging folder and
+  then copies it to the storage path with ``pyarrow.fs.copy_files``, which is not atomic: a
+  driver killed during the copy leaves ``experiment_state-*.json`` and ``searcher-state-*.pkl``
+  empty or cut short (seen in ``tests/test_resume.py``: both 0 bytes). ``Tuner.restore`` then
+  finds no trials and starts the search over, and the resumed search dropped the finished trials'
+  MLflow runs. No upstream issue was found; ``tests/test_resume.py`` holds the check to Tune's file
+  names.
 - :func:`quiet_checkpoint_lines` and :func:`quiet_progress_notice`: console lines that only a
   logger of an internal module carries (Tune's line per saved checkpoint, Ray Data's notice that its
   bars are off). Should Ray rename the module, the lines come back and nothing else changes.
@@ -39,6 +46,35 @@ def quiet_progress_notice() -> None:
     """Ray Data warns once per process that its progress bars are off, from
     ``ray.data._internal.progress``; they are off because the commands show their own."""
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def cut_snapshot(fs: Any, experiment: str) -> str | None:
+    """The newest snapshot file of the Tune experiment folder ``experiment`` (on the pyarrow
+    filesystem ``fs``) that cannot be read back, or None when the snapshot is whole or absent.
+
+    Tune names a run's snapshot ``experiment_state-<start time>.json`` with its searcher's state in
+    ``searcher-state-<start time>.pkl``, and restores from the newest (one per run of the driver).
+    """
+    import pyarrow.fs as pafs
+
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(experiment, allow_not_found=True))
+    except OSError:
+        return None
+    sizes = {i.base_name: i.size for i in infos if i.type == pafs.FileType.File}
+    states = sorted(n for n in sizes if re.fullmatch(r"experiment_state-.+\.json", n))
+    if not states:
+        return None
+    newest = states[-1]
+    searcher = "searcher-state-" + newest[len("experiment_state-"):-len(".json")] + ".pkl"
+    if searcher in sizes and not sizes[searcher]:
+        return f"{experiment}/{searcher}"
+    try:
+        with fs.open_input_stream(f"{experiment}/{newest}") as f:
+            json.loads(f.read())
+    except (OSError, ValueError):
+        return f"{experiment}/{newest}"
+    return None
 
 
 def unpin(ref: Any) -> int:

@@ -121,6 +121,29 @@ def test_a_resumed_tracker_reuses_the_parent_and_each_trials_run(tmp_path: Path)
         Tracker(uri, "resume").resume_parent("0" * 32)
 
 
+# ---------------------------------------------------------------------------- a snapshot cut short
+def test_a_cut_snapshot_is_found_by_tunes_file_names(tmp_path: Path) -> None:
+    """The newest of Tune's snapshots must read back whole: its JSON and its searcher's state."""
+    import pyarrow.fs as pafs
+
+    from genre_ray._ray_workarounds import cut_snapshot
+
+    fs, exp = pafs.LocalFileSystem(), str(tmp_path / "exp")
+    assert cut_snapshot(fs, exp) is None  # no experiment (yet)
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "experiment_state-2026-12-07_10-00-00.json").write_text('{"trial_data": []}')
+    (tmp_path / "exp" / "searcher-state-2026-12-07_10-00-00.pkl").write_bytes(b"state")
+    assert cut_snapshot(fs, exp) is None
+    newer = tmp_path / "exp" / "experiment_state-2026-12-07_11-00-00.json"  # a resumed run's, cut
+    newer.write_text('{"trial_data": [')
+    assert cut_snapshot(fs, exp) == str(newer)
+    newer.write_text("")
+    assert cut_snapshot(fs, exp) == str(newer)
+    newer.write_text('{"trial_data": []}')
+    (tmp_path / "exp" / "searcher-state-2026-12-07_11-00-00.pkl").write_bytes(b"")
+    assert cut_snapshot(fs, exp) == str(tmp_path / "exp" / "searcher-state-2026-12-07_11-00-00.pkl")
+
+
 # ---------------------------------------------------------------------------- --resume end to end
 def _finished_trials(uri: str) -> int:
     try:
@@ -161,6 +184,24 @@ def test_a_search_killed_midway_resumes_to_the_planned_trials_with_one_parent_ru
         proc.wait()
     out_dir = tmp_path / "results" / "resumable"
     assert not (out_dir / "leaderboard.csv").exists()
+
+    # A snapshot the kill cut short (Tune copies it to storage without an atomic write) is refused,
+    # before anything changes; else Tune would start over and the finished trials' runs be dropped.
+    from genre_ray.search.runner import SearchFailed, run_search
+    from genre_ray.search.tuning import cut_snapshot_of
+
+    experiment = json.loads((out_dir / "search_state.json").read_text())["experiment"]
+    [snapshot] = sorted(Path(experiment).glob("experiment_state-*.json"))[-1:]
+    whole = snapshot.read_bytes()
+    was_cut = cut_snapshot_of(experiment) is not None  # by the kill itself: rare, but it happened
+    snapshot.write_bytes(whole[: len(whole) // 2])
+    cfg = load_config(space, {"output.results_dir": str(tmp_path / "results"), "tracking.uri": uri})
+    with pytest.raises(SearchFailed, match=r"--resume: Tune's last snapshot .* cut short .*experiment_state-"):
+        run_search(cfg, resume=True)
+    assert _finished_trials(uri) == done_before  # no run dropped
+    if was_cut:  # the kill left nothing to restore from: the refusal above is the outcome
+        return
+    snapshot.write_bytes(whole)
 
     second = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]

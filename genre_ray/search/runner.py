@@ -44,6 +44,7 @@ from genre_ray.search.tuning import (
     can_restore,
     check_resources,
     check_study,
+    cut_snapshot_of,
     leaderboard,
     ray_init,
     resume_fit,
@@ -464,6 +465,13 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
             log.warning("task %s: the search %s had finished (MLflow run %s); nothing to resume", task.name,
                         state["run_name"], state.get("parent_run_id"))
         return None
+    cut = cut_snapshot_of(state["experiment"]) if state is not None else None
+    if state is not None and cut is not None:  # before anything changes: Tune would start over, and the
+        raise SearchFailed(  # finished trials' MLflow runs would be dropped as not in its experiment
+            f"--resume: Tune's last snapshot of {state['run_name']} was cut short by the interruption ({cut} "
+            "is empty or incomplete: Tune copies it to its storage without an atomic write), so Tune cannot "
+            f"restore its trials. The trials it finished stay in MLflow under parent run "
+            f"{state.get('parent_run_id')}; run without --resume to start the search again")
     start_ray()  # Ray for the trials (a small collection's features needed none)
     journal = out_dir / STUDY_JOURNAL
     try:  # before any run is opened: a journal that cannot be used stops the search with nothing changed

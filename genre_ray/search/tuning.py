@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 
 from genre_ray._legacy import SEARCH_MOVED, old_module_paths
-from genre_ray._ray_workarounds import unpin
+from genre_ray._ray_workarounds import cut_snapshot, unpin
 from genre_ray.config import Search, SearchConfig
 from genre_ray.search.report import leaderboard_frame, stop_reason
 
 __all__ = ["MAX_TRIAL_FAILURES", "REPORT_EVERY_S", "ResourceError", "autoscaling_worker_types",
            "check_resources", "make_sampler", "startup_trials", "StudyJournalError", "check_study",
-           "study_storage", "can_restore", "leaderboard", "parameter_columns", "progress_options", "ray_init",
-           "restore", "resume_fit", "space_draws", "trial_data", "tuner"]
+           "study_storage", "can_restore", "cut_snapshot_of", "leaderboard", "parameter_columns",
+           "progress_options", "ray_init", "restore", "resume_fit", "space_draws", "trial_data", "tuner"]
 
 log = logging.getLogger("genre_ray.search")
 
@@ -264,6 +264,15 @@ def resume_fit(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment
     """
     with old_module_paths(SEARCH_MOVED):
         return restore(cfg, data, tracker, experiment, groups).fit()
+
+
+def cut_snapshot_of(experiment: str) -> str | None:
+    """The file of ``experiment``'s last Tune snapshot that a kill cut short, if one was
+    (:func:`genre_ray._ray_workarounds.cut_snapshot`); None when it is whole or absent."""
+    import pyarrow.fs as pafs
+
+    fs, where = _storage(experiment)
+    return cut_snapshot(fs or pafs.LocalFileSystem(), where)
 
 
 def can_restore(experiment: str) -> bool:
