@@ -465,9 +465,9 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
             log.warning("task %s: the search %s had finished (MLflow run %s); nothing to resume", task.name,
                         state["run_name"], state.get("parent_run_id"))
         return None
-    cut = cut_snapshot_of(state["experiment"]) if state is not None else None
-    if state is not None and cut is not None:  # before anything changes: Tune would start over, and the
-        raise SearchFailed(  # finished trials' MLflow runs would be dropped as not in its experiment
+    # Before anything changes: Tune would start over, and the finished trials' runs be dropped.
+    if state is not None and (cut := cut_snapshot_of(state["experiment"])) is not None:
+        raise SearchFailed(
             f"--resume: Tune's last snapshot of {state['run_name']} was cut short by the interruption ({cut} "
             "is empty or incomplete: Tune copies it to its storage without an atomic write), so Tune cannot "
             f"restore its trials. The trials it finished stay in MLflow under parent run "
