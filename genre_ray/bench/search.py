@@ -55,7 +55,8 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "data.demo.genres": 3, "data.demo.songs_per_genre": 5, "data.demo.seconds": 4.0,
     "features.max_clips_per_song": 3, "features.clip_seconds": 1.0, "features.n_mels": 32,
     "train.epochs": 2, "search.max_epochs": 2, "search.grace_period": 1, "search.reduction_factor": 2,
-    "search.max_concurrent": 2, "search.time_budget_s": None,
+    # one trial at a time, as the search's own --smoke: Tune then reuses one trial process per method
+    "search.max_concurrent": 1, "search.time_budget_s": None,
 }
 METHODS = {"random": "random search", "asha_tpe": "ASHA + TPE"}
 
@@ -485,7 +486,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", default="results", metavar="DIR", help="where bench_search.md, .csv and "
                    ".png go, and the feature cache (default: results)")
     p.add_argument("--smoke", action="store_true", help="a tiny run of seconds (tiny demo or the given data, "
-                   "2 random trials of 2 epochs, one seed): to check the command end to end")
+                   "2 random trials of 2 epochs, one at a time, one seed): to check the command end to end")
 
 
 def overrides_for(args: argparse.Namespace) -> dict[str, Any]:
