@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-__all__ = ["HEADER_BUFFER", "READ_BUFFER", "SHARED_FILESYSTEMS", "describe", "disk_usage", "filesystem",
+__all__ = ["HEADER_BUFFER", "READ_BUFFER", "SHARED_FILESYSTEMS", "describe", "disk_usage", "exists", "filesystem",
            "is_uri", "join", "node_local", "open_input", "put_file", "remove"]
 
 # "scheme://", with a scheme of two or more characters: "C://x" is a Windows drive, not a URI.
@@ -196,6 +196,12 @@ def remove(fs: pafs.FileSystem, path: str) -> None:
             fs.delete_file(path)
     except FileNotFoundError:  # removed meanwhile by someone else
         pass
+
+
+def exists(location: str | os.PathLike[str]) -> bool:
+    """Whether a file or folder is at ``location`` (a path or a URI)."""
+    fs, path = filesystem(location)
+    return bool(fs.get_file_info(path).type != pafs.FileType.NotFound)
 
 
 def disk_usage(location: str | os.PathLike[str]) -> int:

@@ -6,7 +6,7 @@ from typing import Any
 
 
 def tiny_space(name: str, task: str, demo_path: str, *, epochs: int, num_samples: int,
-               batch_size: Any = None) -> dict[str, Any]:
+               batch_size: Any = None, max_concurrent: int = 2) -> dict[str, Any]:
     """cnn2d on 1 s log-mel clips of 3 genres x 6 songs of 4 s.
 
     ASHA's grace period equals ``epochs``: no early stops, so every trial runs all its epochs (long
@@ -20,7 +20,7 @@ def tiny_space(name: str, task: str, demo_path: str, *, epochs: int, num_samples
                                               "dropout": 0.1, "batch_norm": True}},
         "train": {"lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": batch_size or {"choice": [16, 32]},
                   "epochs": epochs},
-        "search": {"num_samples": num_samples, "max_concurrent": 2, "grace_period": epochs,
+        "search": {"num_samples": num_samples, "max_concurrent": max_concurrent, "grace_period": epochs,
                    "reduction_factor": 2, "max_epochs": epochs},
         "split": {"folds": None},  # one validation split: the trials' epochs are what these tests count
     }

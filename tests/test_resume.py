@@ -160,8 +160,9 @@ def _finished_trials(uri: str) -> int:
 @pytest.mark.slow
 def test_a_search_killed_midway_resumes_to_the_planned_trials_with_one_parent_run(tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
+    # One trial at a time (one trial process a run); a kill after the third of six leaves three to resume.
     space.write_text(yaml.safe_dump(tiny_space("resumable", "resume", str(tmp_path / "demo"), epochs=6,
-                                                num_samples=8)))
+                                                num_samples=6, max_concurrent=1)))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_TRACKING_URI": uri,
            "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # Tune's experiment snapshot at least every second
@@ -177,7 +178,7 @@ def test_a_search_killed_midway_resumes_to_the_planned_trials_with_one_parent_ru
             time.sleep(0.5)
         assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         done_before = _finished_trials(uri)
-        assert 3 <= done_before < 8
+        assert 3 <= done_before < 6
     finally:
         with contextlib.suppress(ProcessLookupError):  # it may have ended already: the assertion says why
             os.killpg(proc.pid, signal.SIGKILL)
@@ -205,12 +206,30 @@ def test_a_search_killed_midway_resumes_to_the_planned_trials_with_one_parent_ru
         return
     snapshot.write_bytes(whole)
 
+    # A results folder moved since the search started is refused, before anything changes: Tune would
+    # write the trials it starts next to the old place. So is a Tune folder that is gone, with finished
+    # trials (Tune would start over). Neither refusal writes to the old place or drops a run.
+    moved = tmp_path / "moved"
+    (tmp_path / "results").rename(moved)
+    cfg_moved = load_config(space, {"output.results_dir": str(moved), "tracking.uri": uri})
+    with pytest.raises(SearchFailed, match=r"--resume: the results folder moved since resumable-resume-.*"
+                                           rf"made at {tmp_path / 'results' / 'ray'}/.* now at {moved / 'ray'}/.*"
+                                           r"move the folder back"):
+        run_search(cfg_moved, resume=True)
+    (moved / "ray").rename(tmp_path / "ray-away")
+    with pytest.raises(SearchFailed, match=rf"--resume: Tune's folder of resumable-resume-.* is missing .* but "
+                                           rf"{finished} of its trials finished"):
+        run_search(cfg_moved, resume=True)
+    assert not (tmp_path / "results").exists() and _finished_trials(uri) == finished
+    (tmp_path / "ray-away").rename(moved / "ray")
+    moved.rename(tmp_path / "results")
+
     second = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resuming resumable-resume-" in second.stderr
 
     board = pd.read_csv(out_dir / "leaderboard.csv")
-    assert len(board) == 8 and board["trial_id"].is_unique  # the planned trials, none twice
+    assert len(board) == 6 and board["trial_id"].is_unique  # the planned trials, none twice
     assert (board["stopped"] == "completed").all() and (board["epochs"] == 6).all()
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("resume")
@@ -218,11 +237,11 @@ def test_a_search_killed_midway_resumes_to_the_planned_trials_with_one_parent_ru
     parents = [r for r in runs if r.data.tags.get("genre_ray.kind") == "search"]
     children = [r for r in runs if r.data.tags.get("genre_ray.kind") == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 8 and {c.data.tags["genre_ray.trial_id"] for c in children} == set(board["trial_id"])
+    assert len(children) == 6 and {c.data.tags["genre_ray.trial_id"] for c in children} == set(board["trial_id"])
     assert all(c.info.status == "FINISHED" for c in children)
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
 
-    # The Optuna searcher came back with its study: the restored searcher holds all 8 trials, so
+    # The Optuna searcher came back with its study: the restored searcher holds all 6 trials, so
     # TPE's later suggestions were informed by the trials finished before the kill. The study lives
     # in the search's journal, which also keeps a trial the killed run had started after Tune's last
     # snapshot (still marked running there: Tune never resumes it).
@@ -233,10 +252,10 @@ def test_a_search_killed_midway_resumes_to_the_planned_trials_with_one_parent_ru
     searcher = OptunaSearch()
     searcher.restore_from_dir(state["experiment"])
     trials = searcher._ot_study.trials
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 8
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 6
     journal = optuna.load_study(study_name=state["run_name"], storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out_dir / "optuna_study.journal"))))
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in journal.trials) == 8
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in journal.trials) == 6
     assert "Resumed with `--resume`" in (out_dir / "summary.md").read_text()
 
     # A finished search has nothing for Ray to do: no Ray is started (its session folder would appear).

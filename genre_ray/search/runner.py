@@ -45,6 +45,7 @@ from genre_ray.search.tuning import (
     check_resources,
     check_study,
     cut_snapshot_of,
+    finished_trials,
     leaderboard,
     ray_init,
     resume_fit,
@@ -52,7 +53,7 @@ from genre_ray.search.tuning import (
     trial_data,
     tuner,
 )
-from genre_ray.storage import describe, disk_usage, is_uri, join, node_local
+from genre_ray.storage import describe, disk_usage, exists, is_uri, join, node_local
 
 __all__ = ["SearchFailed", "run_search"]
 
@@ -465,14 +466,6 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
             log.warning("task %s: the search %s had finished (MLflow run %s); nothing to resume", task.name,
                         state["run_name"], state.get("parent_run_id"))
         return None
-    # Before anything changes: Tune would start over, and the finished trials' runs be dropped.
-    if state is not None and (cut := cut_snapshot_of(state["experiment"])) is not None:
-        raise SearchFailed(
-            f"--resume: Tune's last snapshot of {state['run_name']} was cut short by the interruption ({cut} "
-            "is empty or incomplete: Tune copies it to its storage without an atomic write), so Tune cannot "
-            f"restore its trials. The trials it finished stay in MLflow under parent run "
-            f"{state.get('parent_run_id')}; run without --resume to start the search again")
-    start_ray()  # Ray for the trials (a small collection's features needed none)
     journal = out_dir / STUDY_JOURNAL
     try:  # before any run is opened: a journal that cannot be used stops the search with nothing changed
         study = study_storage(journal)
@@ -480,6 +473,16 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
             check_study(study, state["run_name"], cfg)
     except StudyJournalError as exc:
         raise SearchFailed(str(exc)) from None
+    # Before anything changes: Tune would start over, and the finished trials' runs be dropped.
+    if state is not None:
+        _check_tune_folder(state, storage, finished_trials(study, state["run_name"]))
+    if state is not None and (cut := cut_snapshot_of(state["experiment"])) is not None:
+        raise SearchFailed(
+            f"--resume: Tune's last snapshot of {state['run_name']} was cut short by the interruption ({cut} "
+            "is empty or incomplete: Tune copies it to its storage without an atomic write), so Tune cannot "
+            f"restore its trials. The trials it finished stay in MLflow under parent run "
+            f"{state.get('parent_run_id')}; run without --resume to start the search again")
+    start_ray()  # Ray for the trials (a small collection's features needed none)
     if state is None:
         run_name = f"{cfg.name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         tracker.start_parent(run_name, params, tags)
@@ -657,6 +660,36 @@ def _resume_state(cfg: SearchConfig, out_dir: Path, sid: str) -> dict[str, Any] 
                            f"{' ...' if len(changed) > 8 else ''}); resume with the same YAML and options, or run "
                            "without --resume to start a new search")
     return state
+
+
+def _check_tune_folder(state: dict[str, Any], storage: str, finished: int) -> None:
+    """Refuse to resume a search whose Tune folder is not where it was made, when trials finished.
+
+    Without the folder Tune starts over, and the finished trials' MLflow runs would be dropped as
+    stale. A folder moved with its results folder cannot be resumed where it is now either: Tune
+    (Ray 2.60) restores its trials from there, but its search algorithm keeps the storage of the
+    experiment it pickled, so the trials it starts after the restore would write to the old place.
+
+    Raises:
+        SearchFailed: naming where the folder was made, where it is now (if found), and what to do.
+    """
+    recorded, run_name = state["experiment"], state["run_name"]
+    if finished == 0 or exists(recorded):  # nothing finished to lose, or in its place
+        return
+    here = join(storage, run_name)
+    keep = (f"or run without --resume to start a new search (the {finished} finished trials stay in MLflow "
+            f"under parent run {state.get('parent_run_id')})")
+    if here != recorded and exists(here):
+        raise SearchFailed(
+            f"--resume: the results folder moved since {run_name} started: its Tune folder was made at "
+            f"{describe(recorded)} and is now at {describe(here)}. Tune would write the trials it starts next "
+            f"to the old place, so move the folder back ({describe(Path(here).parent)} to "
+            f"{describe(Path(recorded).parent)}, with the rest of the results folder) and run --resume there; {keep}")
+    raise SearchFailed(
+        f"--resume: Tune's folder of {run_name} is missing ({describe(recorded)}, where it was made"
+        f"{'' if here == recorded else f', is not there, nor is {describe(here)}'}), but {finished} of its "
+        f"trials finished (its study journal says so): without the folder Tune would start over. Put the folder "
+        f"back and run --resume again; {keep}")
 
 
 def _groups(cfg: SearchConfig) -> dict[str, tuple[int, ...]]:

@@ -24,7 +24,7 @@ from genre_ray.search.report import leaderboard_frame, stop_reason
 
 __all__ = ["MAX_TRIAL_FAILURES", "REPORT_EVERY_S", "ResourceError", "autoscaling_worker_types",
            "check_resources", "make_sampler", "startup_trials", "StudyJournalError", "check_study",
-           "study_storage", "can_restore", "cut_snapshot_of", "leaderboard", "parameter_columns",
+           "study_storage", "can_restore", "cut_snapshot_of", "finished_trials", "leaderboard", "parameter_columns",
            "progress_options", "ray_init", "restore", "resume_fit", "space_draws", "trial_data", "tuner"]
 
 log = logging.getLogger("genre_ray.search")
@@ -264,6 +264,19 @@ def resume_fit(cfg: SearchConfig, data: dict[str, Any], tracker: Any, experiment
     """
     with old_module_paths(SEARCH_MOVED):
         return restore(cfg, data, tracker, experiment, groups).fit()
+
+
+def finished_trials(storage: Any, study_name: str) -> int:
+    """How many trials of the study ``study_name`` in ``storage`` finished (complete or pruned); 0
+    when it has none or there is no such study."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(t.state in done for t in study.get_trials(deepcopy=False))
 
 
 def cut_snapshot_of(experiment: str) -> str | None:
