@@ -254,3 +254,30 @@ def test_the_search_prints_tunes_table_with_the_objective_and_the_best_so_far(
     for column in (metric, "epochs", "depth", "lr", "batch_size"):
         assert f" {column} " in header, header
     assert "Using AsyncHyperBand" in shown  # ASHA's count of the trials it stopped
+
+
+def test_the_table_leaves_out_a_trial_that_ended_before_its_first_result(tmp_path: Path, ray_session: object,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """A time budget or a stopper can end a trial that has not reported yet; Tune's sort of the
+    finished rows by the objective then compared None with a float and the search failed at its
+    last table (``python -m genre_ray.bench search``, 2026-12-08)."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    from genre_ray.search.trial_runs import SearchReporter
+
+    reporter = SearchReporter({"val_loss": "val_loss"}, {"lr": "lr"}, every=0)
+    reporter.setup(start_time=time.time(), total_samples=3, metric="val_loss", mode="min")
+    trials = []
+    for tid, loss in (("a", 0.9), ("b", None), ("c", 0.4)):
+        storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name=tid)
+        trial = Trial("train_trial", config={"lr": 0.01}, trial_id=tid, storage=storage, stub=True)
+        trial.set_status(Trial.TERMINATED)
+        if loss is not None:
+            trial.run_metadata.last_result = {"val_loss": loss, "training_iteration": 1, "config": trial.config}
+        trials.append(trial)
+    reporter.report(trials, done=True)
+    out = capsys.readouterr().out
+    assert "1 trial(s) ended before their first result (not in the table)" in out
+    rows = [line for line in out.splitlines() if line.startswith("| train_trial_")]
+    assert [r.split()[1] for r in rows] == ["train_trial_c", "train_trial_a"]  # by the objective

@@ -103,8 +103,21 @@ class SearchReporter(CLIReporter):
                          # given, not left to Tune's global verbosity at construction: a search after
                          # another in one process (a second task, a benchmark) would lose its table
                          print_intermediate_tables=True)
+        self.metric: str | None = None
+
+    def setup(self, start_time: float | None = None, total_samples: int | None = None, metric: str | None = None,
+              mode: str | None = None, **kwargs: Any) -> None:
+        super().setup(start_time=start_time, total_samples=total_samples, metric=metric, mode=mode, **kwargs)
+        self.metric = metric
 
     def report(self, trials: list, done: bool, *sys_info: str) -> None:
+        # Tune sorts the finished rows by the objective and fails (None < float) on a trial that
+        # ended before its first result: one a time budget or a stopper ended while it started.
+        # Such trials are left out of the table and counted in its header instead.
+        early = [t for t in trials if t.status == "TERMINATED" and (t.last_result or {}).get(self.metric) is None]
+        if early:
+            trials = [t for t in trials if t not in early]
+            sys_info = (*sys_info, f"{len(early)} trial(s) ended before their first result (not in the table)")
         super().report(trials, False, *sys_info)
 
 
