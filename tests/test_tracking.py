@@ -125,6 +125,37 @@ def test_unreachable_server_fails_fast_with_the_uri() -> None:
         Tracker("http://127.0.0.1:9/", "unit")
 
 
+def test_a_store_file_that_is_not_a_database_fails_fast_naming_it(tmp_path: Path) -> None:
+    from genre_ray.tracking import check_reachable
+
+    db = tmp_path / "mlflow.db"
+    db.write_text("not a database")
+    uri = f"sqlite:///{db}"
+    with pytest.raises(TrackingError, match=rf"tracking.uri {uri}: MLflow cannot use this store "
+                                            r"\(DatabaseError: file is not a database\).*move it aside"):
+        check_reachable(uri)  # before Ray and before any audio, without importing MLflow
+    with pytest.raises(TrackingError, match="file is not a database"):
+        Tracker(uri, "unit")
+    check_reachable(f"sqlite:///{tmp_path / 'new.db'}")  # no file yet: a new store is made
+
+
+def test_a_store_mlflow_cannot_upgrade_stops_with_one_line(tmp_path: Path) -> None:
+    """What a run met when another process was migrating the same new store at the same moment: an
+    upgrade that finds its column already there. Recreated by rewinding a full store's schema version."""
+    import sqlite3
+
+    Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "unit")
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    with con:  # a table missing (MLflow sets the store up) and a version before 'add jobs creator'
+        con.execute("DROP TABLE experiment_tags")
+        con.execute("UPDATE alembic_version SET version_num = '17e22815139b'")
+    con.close()
+    uri = f"sqlite:///{tmp_path}/./mlflow.db"  # another URI for the same file: MLflow keeps a store per URI
+    with pytest.raises(TrackingError, match=r"MLflow cannot use this store \(OperationalError: duplicate column "
+                                            r"name: creator\); if another run is creating or upgrading it"):
+        Tracker(uri, "unit")
+
+
 def test_failures_during_a_search_are_logged_not_raised(tracker: Tracker,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     tracker.start_parent("s", {}, {})

@@ -24,10 +24,18 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
 from genre_ray._faults import pause_point
 from genre_ray.tracking.blank import seed_sqlite_store
-from genre_ray.tracking.uri import TrackingError, check_reachable, default_tracking_uri, git_commit, store_lock
+from genre_ray.tracking.uri import (
+    TrackingError,
+    check_reachable,
+    default_tracking_uri,
+    git_commit,
+    store_lock,
+    unusable_store,
+)
 
 __all__ = ["CHALLENGER", "CHAMPION", "TEST_METRIC", "Tracker", "TrackingError", "check_reachable",
            "default_tracking_uri", "git_commit", "store_lock"]
@@ -125,6 +133,8 @@ class Tracker:
         except MlflowException as exc:
             raise TrackingError(f"tracking.uri {uri}: cannot open experiment {experiment!r} ({exc}); "
                                 "check the URI and that the store is writable") from None
+        except SQLAlchemyError as exc:  # MLflow setting up a SQL store: a damaged file, or another run's upgrade
+            raise TrackingError(unusable_store(uri, exc)) from None
         self.parent_id: str | None = None
         self._children: dict[str, str] = {}
         self._params: dict[str, dict[str, str]] = {}

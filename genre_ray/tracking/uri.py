@@ -5,13 +5,14 @@ first and a bad server still fails before any of it."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrackingError", "check_reachable", "default_tracking_uri", "git_commit", "store_lock"]
+__all__ = ["TrackingError", "check_reachable", "default_tracking_uri", "git_commit", "store_lock", "unusable_store"]
 
 
 class TrackingError(RuntimeError):
@@ -36,8 +37,38 @@ def git_commit() -> str:
         return "unknown"
 
 
+def unusable_store(uri: str, exc: BaseException) -> str:
+    """The one-line message for a store MLflow cannot open or set up (``exc``: what failed)."""
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy's error wraps the driver's
+    first = (str(cause).strip().splitlines() or [""])[0][:200]
+    return (f"tracking.uri {uri}: MLflow cannot use this store ({type(cause).__name__}: {first}); if another "
+            "run is creating or upgrading it right now, run again when that has finished; if the file is "
+            "damaged, move it aside (the next run starts a new store there) or set tracking.uri to another store")
+
+
+def _check_sqlite_file(uri: str) -> None:
+    """A local SQLite store's file, when there is one, must be a database (a new one is made when absent)."""
+    db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    if not db.is_file():
+        return
+    try:
+        con = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            con.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        if "locked" in str(exc) or "busy" in str(exc):  # another run writing: MLflow's own retries wait for it
+            return
+        raise TrackingError(unusable_store(uri, exc)) from None
+
+
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
-    """Fail fast, before Ray starts, when an http(s) tracking server does not answer."""
+    """Fail fast, before Ray starts, when an http(s) tracking server does not answer, or when a local
+    SQLite store's file is not a database (damaged, or not MLflow's)."""
+    if uri.startswith("sqlite:///"):
+        _check_sqlite_file(uri)
+        return
     if not uri.startswith(("http://", "https://")):
         return
     try:
