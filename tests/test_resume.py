@@ -92,6 +92,19 @@ def test_node_local_storage_is_refused_on_a_multi_host_cluster(tmp_path: Path) -
     _check_shared_storage(remote, tmp_path, hosts=3)
 
 
+@pytest.mark.parametrize("damage", ["{\"run_name\": \"cut", "[1, 2]", ""])
+def test_a_damaged_state_file_is_refused_by_resume_naming_it(tmp_path: Path, damage: str) -> None:
+    from genre_ray.search.runner import STATE_FILE, SearchFailed, _read_state, _resume_state
+
+    cfg = _cfg(tmp_path)
+    assert _resume_state(cfg, tmp_path, "split-a") is None  # no file: a new search starts (with a warning)
+    (tmp_path / STATE_FILE).write_text(damage)
+    with pytest.raises(SearchFailed, match=rf"--resume: {tmp_path / STATE_FILE} cannot be read .*Put back an "
+                                           r"intact copy .* or move it aside and run without --resume"):
+        _resume_state(cfg, tmp_path, "split-a")
+    assert _read_state(tmp_path) == {}  # elsewhere (marking a search finished) a damaged file is rewritten
+
+
 # ---------------------------------------------------------------------------- MLflow re-attachment
 def test_a_resumed_tracker_reuses_the_parent_and_each_trials_run(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

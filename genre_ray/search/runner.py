@@ -630,11 +630,26 @@ def _config_fingerprint(cfg: SearchConfig) -> dict[str, Any]:
     return flat
 
 
-def _read_state(out_dir: Path) -> dict[str, Any]:
+def _read_state(out_dir: Path, strict: bool = False) -> dict[str, Any]:
+    """The search's state file; ``{}`` when there is none, or (unless ``strict``) when it cannot be read.
+
+    Raises:
+        SearchFailed: with ``strict``, when the file is there but damaged (naming it and what to do).
+    """
+    path = out_dir / STATE_FILE
     try:
-        return json.loads((out_dir / STATE_FILE).read_text())
-    except (OSError, ValueError):
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict):
+            raise ValueError(f"a JSON {type(state).__name__}, not an object")
+        return state
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        if not strict:
+            return {}
+        raise SearchFailed(f"--resume: {path} cannot be read ({exc}); it says which Tune experiment and MLflow "
+                           "run to continue. Put back an intact copy and run --resume again, or move it aside "
+                           "and run without --resume to start a new search (the runs so far stay in MLflow)") from None
 
 
 def _write_state(out_dir: Path, state: dict[str, Any]) -> None:
@@ -645,7 +660,7 @@ def _write_state(out_dir: Path, state: dict[str, Any]) -> None:
 
 def _resume_state(cfg: SearchConfig, out_dir: Path, sid: str) -> dict[str, Any] | None:
     """The interrupted search's state, checked against this one; None when there is none to resume."""
-    state = _read_state(out_dir)
+    state = _read_state(out_dir, strict=True)
     if not state:
         log.warning("--resume: no interrupted search in %s (no %s); starting a new search", out_dir, STATE_FILE)
         return None
