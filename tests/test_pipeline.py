@@ -206,3 +206,26 @@ def test_a_small_collection_is_featurized_without_starting_ray(collection: Path,
     done = subprocess.run([sys.executable, "-c", script, str(collection), str(tmp_path / "cache")], env=env,
                           capture_output=True, text=True, timeout=300, check=True)
     assert json.loads(done.stdout.splitlines()[-1]) == {"clips": 18 * 7, "ray": False}  # 4 s: 7 clips of 1 s, hop 0.5 s
+
+
+@pytest.mark.parametrize("damage", ["cut", "lost"])
+def test_a_damaged_cache_entry_is_computed_again_with_a_warning(collection: Path, tmp_path: Path, damage: str,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A Parquet file of a published entry cut short (a full disk, a copy that stopped), or gone: the
+    entry is computed again into a new run folder instead of failing the search or losing songs."""
+    manifest, _ = folder_manifest(collection)
+    first = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=4, in_process=True)
+    parts = sorted(Path(first.cache_path).glob("*.parquet"))
+    assert len(parts) > 1
+    if damage == "cut":
+        parts[1].write_bytes(parts[1].read_bytes()[:300])
+    else:
+        parts[1].unlink()
+    caplog.set_level("INFO", logger="genre_ray.features.pipeline")
+    again = pipeline.featurize(manifest, SETTINGS, tmp_path / "cache", batch_files=4, in_process=True)
+    assert f"feature cache {first.cache_path} cannot be read (" in caplog.text
+    assert ("Parquet magic bytes" if damage == "cut" else "no rows for 4 of its 18 files") in caplog.text
+    assert not again.cache_hit and again.cache_path != first.cache_path and again.info["computed"] == ["logmel", "mfcc"]
+    for kind in SETTINGS.kinds:  # every clip back, the same values
+        assert np.array_equal(again.features[kind], first.features[kind])
+    assert pipeline.featurize(manifest, SETTINGS, tmp_path / "cache").cache_hit  # the new entry is published

@@ -333,9 +333,24 @@ def _map_args(settings: FeatureSettings, per_task: int, tasks: int) -> dict[str,
             "compute": ray.data.ActorPoolStrategy(size=size), "num_cpus": 1, "num_gpus": 1 if gpus else 0}
 
 
+class _Damaged(Exception):
+    """A published cache entry whose data cannot be read whole (what failed: the message)."""
+
+
 def _load(store: _Store, path: str, settings: FeatureSettings, manifest: pd.DataFrame) -> FeatureTable:
-    table = pq.read_table(path, columns=[*_META, *settings.kinds], filesystem=store.fs)
+    """An entry's data as a table, checked to cover every file of ``manifest``.
+
+    Raises:
+        _Damaged: when a Parquet file cannot be read (cut short, overwritten) or files are missing.
+    """
+    try:
+        table = pq.read_table(path, columns=[*_META, *settings.kinds], filesystem=store.fs)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise _Damaged(str(exc).splitlines()[0][:300]) from None
     meta = table.select(_META).to_pandas()
+    absent = set(manifest["sha"]) - set(meta["sha"])
+    if absent:  # every file has rows, clips or a decoding error: part of the data is gone
+        raise _Damaged(f"no rows for {len(absent)} of its {manifest['sha'].nunique()} files")
     order = np.lexsort((meta["clip"].to_numpy(), meta["sha"].to_numpy()))
     meta = meta.iloc[order].reset_index(drop=True)
     good = meta["error"].isna().to_numpy()
@@ -417,24 +432,35 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
     for kind in settings.kinds:
         if kind not in missing:
             log.info("feature cache hit (%s): %s", kind, store.show(data[kind]))
-    if missing:
-        todo = replace(settings, kinds=tuple(missing))
-        final = keys[missing[0]] if len(missing) == 1 else cache_key(hashes, todo)
-        log.info("feature cache miss (%s): featurizing %d files %s into %s", ", ".join(missing), len(manifest),
+
+    def compute(kinds: list[str], why: str) -> None:
+        todo = replace(settings, kinds=tuple(kinds))
+        final = keys[kinds[0]] if len(kinds) == 1 else cache_key(hashes, todo)
+        log.info("feature cache %s (%s): featurizing %d files %s into %s", why, ", ".join(kinds), len(manifest),
                  "in this process" if in_process else "with Ray Data", store.show(store.path(final)))
         t1 = time.perf_counter()
-        timings.update(_compute(manifest, todo, store, final, {kind: keys[kind] for kind in missing},
+        timings.update(_compute(manifest, todo, store, final, {kind: keys[kind] for kind in kinds},
                                 batch_files, in_process, ray_start))
-        timings["compute_s"] = time.perf_counter() - t1
-        data.update({kind: store.data_of(keys[kind]) for kind in missing})
+        timings["compute_s"] += time.perf_counter() - t1
+        data.update({kind: store.data_of(keys[kind]) for kind in kinds})
+
+    if missing:
+        compute(missing, "miss")
     t2 = time.perf_counter()
-    by_dir: dict[str, list[str]] = {}
-    for kind in settings.kinds:
-        if data[kind] is None:  # removed while we ran
-            raise FileNotFoundError(f"feature cache {store.show(store.path(keys[kind]))} vanished during the "
-                                    "run; run again")
-        by_dir.setdefault(str(data[kind]), []).append(kind)
-    parts = [_load(store, d, replace(settings, kinds=tuple(kinds)), manifest) for d, kinds in by_dir.items()]
+    parts, damaged = _load_entries(store, data, keys, settings, manifest)
+    if damaged:  # computed again into a new run folder, whose markers then replace the damaged entries'
+        for where, (kinds, why) in damaged.items():
+            log.warning("feature cache %s cannot be read (%s); computing %s again", where, why, ", ".join(kinds))
+        again = [kind for kinds, _ in damaged.values() for kind in kinds]
+        compute(again, "entry damaged")
+        missing += again
+        more, still = _load_entries(store, {k: data[k] for k in again}, keys, replace(settings, kinds=tuple(again)),
+                                    manifest)
+        if still:
+            where, (_, why) = next(iter(still.items()))
+            raise OSError(f"feature cache {where} cannot be read even after computing it again ({why}); check "
+                          f"the disk or storage behind {store.show(store.root)}")
+        parts += more
     out = parts[0]
     for other in parts[1:]:
         if not (np.array_equal(other.clips["sha"], out.clips["sha"])
@@ -451,6 +477,31 @@ def featurize(manifest: pd.DataFrame, settings: FeatureSettings, cache_dir: str 
     out.info = {"cache_key": key, "variant_keys": keys, "computed": missing, "files": int(len(manifest)),
                 "clips": int(len(out.clips)), **timings}
     return out
+
+
+def _load_entries(store: _Store, data: dict[str, str | None], keys: dict[str, str], settings: FeatureSettings,
+                  manifest: pd.DataFrame) -> tuple[list[FeatureTable], dict[str, tuple[list[str], str]]]:
+    """Read each data folder of ``data`` (kind -> folder) once, for all the kinds it holds.
+
+    Returns:
+        The tables read, and the damaged folders: where (as the user would write it) -> (its kinds, why).
+
+    Raises:
+        FileNotFoundError: when an entry was removed while this run computed the others.
+    """
+    by_dir: dict[str, list[str]] = {}
+    for kind in data:
+        if data[kind] is None:  # removed while we ran
+            raise FileNotFoundError(f"feature cache {store.show(store.path(keys[kind]))} vanished during the "
+                                    "run; run again")
+        by_dir.setdefault(str(data[kind]), []).append(kind)
+    parts, damaged = [], {}
+    for folder, kinds in by_dir.items():
+        try:
+            parts.append(_load(store, folder, replace(settings, kinds=tuple(kinds)), manifest))
+        except _Damaged as exc:
+            damaged[store.show(folder)] = (kinds, str(exc))
+    return parts, damaged
 
 
 class _Store:
