@@ -225,6 +225,10 @@ def test_what_is_still_missing_at_the_end_is_saved_and_replayed(tmp_path: Path,
     parent = again.client.get_run(first.parent_id)
     assert parent.data.metrics["best"] == 0.7
     assert again.replay() is None  # nothing left
+    (tmp_path / "spool" / "backlog.pkl").write_bytes(b"\x80\x05cut")  # a copy that stopped short
+    with pytest.raises(TrackingError, match=r"spool/backlog.pkl cannot be read \(.*\); the MLflow calls it kept "
+                                            r"are lost, but results/ has"):
+        again.replay()
 
 
 def test_registry_prints_stay_off_the_console_under_quiet(tracker: Tracker, capfd: pytest.CaptureFixture[str]) -> None:

@@ -259,8 +259,13 @@ class Tracker:
         path = self.spool / BACKLOG_FILE if self.spool is not None else None
         if path is None or not path.is_file():
             return None
-        saved = pickle.loads(path.read_bytes())  # noqa: S301 - written by this project, in its own results
-        self.backlog, self._stand_ins, self.parent_id = saved["backlog"], saved["stand_ins"], saved["parent_id"]
+        try:
+            saved = pickle.loads(path.read_bytes())  # noqa: S301 - written by this project, in its own results
+            self.backlog, self._stand_ins, self.parent_id = saved["backlog"], saved["stand_ins"], saved["parent_id"]
+        except Exception as exc:  # noqa: BLE001 - a cut or foreign file: unpickling raises many types
+            raise TrackingError(f"{path} cannot be read ({type(exc).__name__}: {exc}); the MLflow calls it kept "
+                                "are lost, but results/ has the search's files. Put back an intact copy and "
+                                "--resume again, or move it aside") from None
         n = len(self.backlog)
         if not self._flush(force=True):
             self.save_backlog()
