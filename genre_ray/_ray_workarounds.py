@@ -18,8 +18,11 @@ the behaviour it relies on changes (``tests/test_trial_data_release.py``,
   driver killed during the copy leaves ``experiment_state-*.json`` and ``searcher-state-*.pkl``
   empty or cut short (seen in ``tests/test_resume.py``: both 0 bytes). ``Tuner.restore`` then
   finds no trials and starts the search over, and the resumed search dropped the finished trials'
-  MLflow runs. No upstream issue was found; ``tests/test_resume.py`` holds the check to Tune's file
-  names.
+  MLflow runs; a ``tuner.pkl`` cut short made ``Tuner.restore`` fail with an unpickling traceback.
+  No upstream issue was found; ``tests/test_resume.py`` holds the check to Tune's file names.
+- :func:`repair_trial_results`: the same copy cuts a finished trial's ``result.json`` (seen in
+  ``tests/test_resume.py``: 0 bytes beside a whole ``progress.csv``), and the restored search then
+  read no results for the trial; it is written again from what survived.
 - :func:`quiet_checkpoint_lines` and :func:`quiet_progress_notice`: console lines that only a
   logger of an internal module carries (Tune's line per saved checkpoint, Ray Data's notice that its
   bars are off). Should Ray rename the module, the lines come back and nothing else changes.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import pickletools
 import re
 from typing import Any
 
@@ -48,12 +52,28 @@ def quiet_progress_notice() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
-def cut_snapshot(fs: Any, experiment: str) -> str | None:
-    """The newest snapshot file of the Tune experiment folder ``experiment`` (on the pyarrow
-    filesystem ``fs``) that cannot be read back, or None when the snapshot is whole or absent.
+def _reads_back(data: bytes) -> bool:
+    """Whether a snapshot file is whole: a pickle that runs to its STOP at its last byte (read opcode
+    by opcode with :mod:`pickletools`: nothing is built or imported), else JSON that parses. By
+    content, not name: Tune's ``search_gen_state-*.json`` is a pickle."""
+    try:
+        if not data.startswith(b"\x80"):  # a pickle of protocol 2 or later opens with PROTO
+            json.loads(data)
+            return True
+        *_, (op, _, pos) = pickletools.genops(data)
+        return op.name == "STOP" and pos == len(data) - 1
+    except ValueError:  # cut inside a value, no STOP, nothing at all, or not JSON
+        return False
 
-    Tune names a run's snapshot ``experiment_state-<start time>.json`` with its searcher's state in
-    ``searcher-state-<start time>.pkl``, and restores from the newest (one per run of the driver).
+
+def cut_snapshot(fs: Any, experiment: str) -> str | None:
+    """The file of the Tune experiment folder ``experiment`` (on the pyarrow filesystem ``fs``)
+    that a restore would read and that cannot be read back whole, or None when all are whole or absent.
+
+    Tune names a run's snapshot ``experiment_state-<start time>.json``, with its searcher's state in
+    ``searcher-state-<start time>.pkl`` and its search generator's in
+    ``search_gen_state-<start time>.json`` (a pickle too), and restores from the newest (one per run of the driver);
+    ``tuner.pkl``, written when the experiment starts, holds the Tuner itself.
     """
     import pyarrow.fs as pafs
 
@@ -61,20 +81,92 @@ def cut_snapshot(fs: Any, experiment: str) -> str | None:
         infos = fs.get_file_info(pafs.FileSelector(experiment, allow_not_found=True))
     except OSError:
         return None
-    sizes = {i.base_name: i.size for i in infos if i.type == pafs.FileType.File}
-    states = sorted(n for n in sizes if re.fullmatch(r"experiment_state-.+\.json", n))
-    if not states:
-        return None
-    newest = states[-1]
-    searcher = "searcher-state-" + newest[len("experiment_state-"):-len(".json")] + ".pkl"
-    if searcher in sizes and not sizes[searcher]:
-        return f"{experiment}/{searcher}"
-    try:
-        with fs.open_input_stream(f"{experiment}/{newest}") as f:
-            json.loads(f.read())
-    except (OSError, ValueError):
-        return f"{experiment}/{newest}"
+    names = {i.base_name for i in infos if i.type == pafs.FileType.File}
+    states = sorted(n for n in names if re.fullmatch(r"experiment_state-.+\.json", n))
+    read = ["tuner.pkl"]
+    if states:
+        stamp = states[-1][len("experiment_state-"):-len(".json")]
+        read += [states[-1], f"searcher-state-{stamp}.pkl", f"search_gen_state-{stamp}.json"]
+    for name in (n for n in read if n in names):
+        try:
+            with fs.open_input_stream(f"{experiment}/{name}") as f:
+                data = f.read()
+        except OSError:
+            return f"{experiment}/{name}"
+        if not _reads_back(data):
+            return f"{experiment}/{name}"
     return None
+
+
+def _complete_lines(text: str) -> list[str]:
+    """The lines of ``text`` that were written whole (a kill can cut the last one off)."""
+    lines = text.split("\n")
+    return [line for line in lines[:-1] if line.strip()]  # the part after the last newline is cut or empty
+
+
+def _json_rows(text: str) -> list[str] | None:
+    """The JSON lines of ``text`` that read back, or None when one before the last does not."""
+    lines = _complete_lines(text)
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            return None
+    return lines
+
+
+def repair_trial_results(fs: Any, experiment: str) -> list[str]:
+    """Rewrite each trial's ``result.json`` that an interruption cut short; the trial folders repaired.
+
+    Tune's driver logs every result twice, to ``result.json`` (JSON lines) and ``progress.csv``, in
+    its staging folder, and copies both to storage over the old copies at each sync, without an
+    atomic write (the copy behind :func:`cut_snapshot`). A driver killed during the copy has left a
+    finished trial's ``result.json`` empty while its ``progress.csv`` was whole. Tune prefers the
+    JSON when it exists, so the restored search read no results for the trial: its leaderboard row
+    said 0 epochs, "stopped early", no score. The file is written again from the copy with more
+    complete rows (the CSV's columns are the JSON's, flattened with ``/`` as Tune flattens it when it
+    reads the JSON), or without its cut last line.
+    """
+    import io
+
+    import pandas as pd
+    import pyarrow.fs as pafs
+
+    try:
+        folders = [i.path for i in fs.get_file_info(pafs.FileSelector(experiment, allow_not_found=True))
+                   if i.type == pafs.FileType.Directory]
+    except OSError:
+        return []
+
+    def read(path: str) -> str | None:
+        try:
+            with fs.open_input_stream(path) as f:
+                return f.readall().decode("utf-8", errors="replace")
+        except OSError:
+            return None
+
+    repaired = []
+    for folder in folders:
+        text = read(f"{folder}/result.json")
+        if text is None:  # not a trial folder, or Tune reads its CSV already
+            continue
+        rows = _json_rows(text)
+        csv = read(f"{folder}/progress.csv") or ""
+        csv_lines = _complete_lines(csv)
+        csv_rows = max(len(csv_lines) - 1, 0)  # below its header
+        if rows is not None and len(rows) >= csv_rows and text == "".join(f"{r}\n" for r in rows):
+            continue  # whole, and as long as the CSV
+        if csv_rows > len(rows or []):
+            frame = pd.read_csv(io.StringIO("\n".join(csv_lines) + "\n"), dtype={"trial_id": str})
+            fixed = frame.to_json(orient="records", lines=True)
+        elif rows is not None:
+            fixed = "".join(f"{r}\n" for r in rows)
+        else:
+            continue  # a line inside it is damaged and the CSV has no more: nothing better to write
+        with fs.open_output_stream(f"{folder}/result.json") as out:
+            out.write(fixed.encode())
+        repaired.append(folder)
+    return repaired
 
 
 def unpin(ref: Any) -> int:

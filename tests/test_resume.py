@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pandas as pd
@@ -145,7 +147,17 @@ def test_a_cut_snapshot_is_found_by_tunes_file_names(tmp_path: Path) -> None:
     assert cut_snapshot(fs, exp) is None  # no experiment (yet)
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "experiment_state-2026-12-07_10-00-00.json").write_text('{"trial_data": []}')
-    (tmp_path / "exp" / "searcher-state-2026-12-07_10-00-00.pkl").write_bytes(b"state")
+    (tmp_path / "exp" / "searcher-state-2026-12-07_10-00-00.pkl").write_bytes(pickle.dumps({"state": [1, 2]}))
+    (tmp_path / "exp" / "tuner.pkl").write_bytes(pickle.dumps(("a tuner", 3)))
+    assert cut_snapshot(fs, exp) is None
+    for name, cut in (("tuner.pkl", pickle.dumps(("a tuner", 3))[:-1]),  # all but its STOP
+                      ("searcher-state-2026-12-07_10-00-00.pkl", pickle.dumps({"state": [1, 2]})[:9]),
+                      ("search_gen_state-2026-12-07_10-00-00.json", b"")):  # Tune's pickle, despite its name
+        path = tmp_path / "exp" / name
+        whole = path.read_bytes() if path.exists() else pickle.dumps({"counter": 2})
+        path.write_bytes(cut)
+        assert cut_snapshot(fs, exp) == str(path)
+        path.write_bytes(whole)
     assert cut_snapshot(fs, exp) is None
     newer = tmp_path / "exp" / "experiment_state-2026-12-07_11-00-00.json"  # a resumed run's, cut
     newer.write_text('{"trial_data": [')
@@ -155,6 +167,52 @@ def test_a_cut_snapshot_is_found_by_tunes_file_names(tmp_path: Path) -> None:
     newer.write_text('{"trial_data": []}')
     (tmp_path / "exp" / "searcher-state-2026-12-07_11-00-00.pkl").write_bytes(b"")
     assert cut_snapshot(fs, exp) == str(tmp_path / "exp" / "searcher-state-2026-12-07_11-00-00.pkl")
+
+
+def test_a_cut_trial_result_file_is_written_again_from_what_survived(tmp_path: Path) -> None:
+    """Tune reads a trial's results from result.json when it exists, so one left empty by the kill
+    hid a finished trial's results from the resumed search; progress.csv has them too."""
+    import pyarrow.fs as pafs
+    from ray.tune import ExperimentAnalysis
+
+    from genre_ray._ray_workarounds import repair_trial_results
+
+    fs, exp = pafs.LocalFileSystem(), tmp_path / "exp"
+    rows = [{"val_loss": 1.0 - e / 10, "training_iteration": e, "trial_id": "0e08", "done": e == 3,
+             "config": {"lr": 0.01}} for e in (1, 2, 3)]
+    whole = "".join(json.dumps(r) + "\n" for r in rows)
+    csv = "val_loss,training_iteration,trial_id,done,config/lr\n" + "".join(
+        f"{r['val_loss']},{r['training_iteration']},0e08,{r['done']},0.01\n" for r in rows)
+    two = "".join(csv.splitlines(keepends=True)[:3])  # header and 2 rows
+    for name, result, progress in (("whole", whole, csv), ("empty", "", csv), ("cut", whole[:-9], two),
+                                   ("both", "", csv[:30]), ("none", None, csv)):
+        (exp / name).mkdir(parents=True)
+        if result is not None:
+            (exp / name / "result.json").write_text(result)
+        (exp / name / "progress.csv").write_text(progress)
+    assert sorted(Path(p).name for p in repair_trial_results(fs, str(exp))) == ["cut", "empty"]
+    assert (exp / "whole" / "result.json").read_text() == whole  # left as they were
+    assert (exp / "both" / "result.json").read_text() == "" and not (exp / "none" / "result.json").exists()
+    assert (exp / "cut" / "result.json").read_text() == "".join(json.dumps(r) + "\n" for r in rows[:2])
+    from_csv = [json.loads(line) for line in (exp / "empty" / "result.json").read_text().splitlines()]
+    assert [r["training_iteration"] for r in from_csv] == [1, 2, 3] and from_csv[2]["config/lr"] == 0.01
+    assert from_csv[0]["trial_id"] == "0e08" and from_csv[2]["val_loss"] == 0.7
+    # Tune reads the JSON first, and an empty one as no results: what the repair depends on.
+    assert repair_trial_results(fs, str(exp)) == []  # once repaired, nothing more to do
+
+    # What it works around, through Tune's own reader: an empty result.json reads as no results
+    # (when Tune falls back to the CSV instead, this fails and the repair can go).
+    def tune_reads(folder: Path) -> int:
+        trial = SimpleNamespace(last_result={"training_iteration": 3},
+                                storage=SimpleNamespace(trial_fs_path=str(folder), storage_filesystem=fs))
+        return len(ExperimentAnalysis._fetch_trial_dataframe(None, trial))
+
+    (exp / "as_killed").mkdir()
+    (exp / "as_killed" / "result.json").write_text("")
+    (exp / "as_killed" / "progress.csv").write_text(csv)
+    assert tune_reads(exp / "as_killed") == 0
+    repair_trial_results(fs, str(exp))
+    assert tune_reads(exp / "as_killed") == 3
 
 
 # ---------------------------------------------------------------------------- --resume end to end

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -48,6 +49,7 @@ from genre_ray.search.tuning import (
     finished_trials,
     leaderboard,
     ray_init,
+    repair_trial_results_of,
     resume_fit,
     study_storage,
     trial_data,
@@ -482,6 +484,10 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
             "is empty or incomplete: Tune copies it to its storage without an atomic write), so Tune cannot "
             f"restore its trials. The trials it finished stay in MLflow under parent run "
             f"{state.get('parent_run_id')}; run without --resume to start the search again")
+    if state is not None:
+        for folder in repair_trial_results_of(state["experiment"]):
+            log.warning("task %s: %s/result.json was cut short by the interruption; written again from what "
+                        "survived of the trial's results", task.name, folder)
     start_ray()  # Ray for the trials (a small collection's features needed none)
     if state is None:
         run_name = f"{cfg.name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -502,7 +508,9 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
         if state is not None and can_restore(experiment):
             log.info("task %s: resuming %s from %s (Optuna searcher, ASHA and trials restored)", task.name,
                      run_name, experiment)
-            grid = resume_fit(cfg, data, tracker, experiment, _groups(cfg))
+            with warnings.catch_warnings():  # a trial started again reports its epochs again; Optuna keeps the first
+                warnings.filterwarnings("ignore", r"The reported value is ignored because this `step=", UserWarning)
+                grid = resume_fit(cfg, data, tracker, experiment, _groups(cfg))
         else:
             if state is not None:
                 log.info("task %s: %s never reached its first Tune snapshot; starting its trials", task.name,

@@ -18,14 +18,15 @@ import numpy as np
 import pandas as pd
 
 from genre_ray._legacy import SEARCH_MOVED, old_module_paths
-from genre_ray._ray_workarounds import cut_snapshot, unpin
+from genre_ray._ray_workarounds import cut_snapshot, repair_trial_results, unpin
 from genre_ray.config import Search, SearchConfig
 from genre_ray.search.report import leaderboard_frame, stop_reason
 
 __all__ = ["MAX_TRIAL_FAILURES", "REPORT_EVERY_S", "ResourceError", "autoscaling_worker_types",
            "check_resources", "make_sampler", "startup_trials", "StudyJournalError", "check_study",
-           "study_storage", "can_restore", "cut_snapshot_of", "finished_trials", "leaderboard", "parameter_columns",
-           "progress_options", "ray_init", "restore", "resume_fit", "space_draws", "trial_data", "tuner"]
+           "study_storage", "can_restore", "cut_snapshot_of", "repair_trial_results_of", "finished_trials",
+           "leaderboard", "parameter_columns", "progress_options", "ray_init", "restore", "resume_fit", "space_draws",
+           "trial_data", "tuner"]
 
 log = logging.getLogger("genre_ray.search")
 
@@ -286,6 +287,15 @@ def cut_snapshot_of(experiment: str) -> str | None:
 
     fs, where = _storage(experiment)
     return cut_snapshot(fs or pafs.LocalFileSystem(), where)
+
+
+def repair_trial_results_of(experiment: str) -> list[str]:
+    """Rewrite the trial results of ``experiment`` that a kill cut short
+    (:func:`genre_ray._ray_workarounds.repair_trial_results`); the trial folders repaired."""
+    import pyarrow.fs as pafs
+
+    fs, where = _storage(experiment)
+    return repair_trial_results(fs or pafs.LocalFileSystem(), where)
 
 
 def can_restore(experiment: str) -> bool:
