@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_SKIPPED", "EXIT_STATUS", "EXIT_USAGE", "UsageError",
+__all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SKIPPED", "EXIT_STATUS", "EXIT_USAGE",
+           "UsageError",
            "add_set_option", "csv_source", "data_overrides", "data_source", "jsonable", "main", "parse_sets",
            "print_json", "prog", "run",
            "stdout_to_stderr"]
@@ -32,11 +33,13 @@ EXIT_OK = 0  #: done
 EXIT_FAILED = 1  #: the command ran and failed (every trial failed, a tag could not be written, ...)
 EXIT_USAGE = 2  #: a bad config, option, path or model: nothing was done
 EXIT_SKIPPED = 3  #: done, but some input files were skipped (unreadable, undecodable or unlabelled)
+EXIT_INTERRUPTED = 130  #: stopped by Ctrl-C (SIGINT), as a shell reports it; what was done is kept
 
 #: The exit codes as every ``--help`` ends them.
 EXIT_STATUS = (f"Exit status: {EXIT_OK} done; {EXIT_FAILED} failed; {EXIT_USAGE} bad config or usage "
                f"(nothing done); {EXIT_SKIPPED} done, but some input files were skipped (each is reported "
-               "with why).")
+               f"with why); {EXIT_INTERRUPTED} interrupted (Ctrl-C): what was done is kept, and running the "
+               "command again (a search with --resume) goes on from there.")
 
 #: ``genre-ray COMMAND`` -> the module whose ``main(argv)`` runs it.
 COMMANDS: dict[str, str] = {
@@ -231,10 +234,14 @@ def stdout_to_stderr() -> Iterator[None]:
 
 def run(command: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a command's ``main(argv)`` and return its exit status; a reader that closed the pipe
-    (``genre-ray predict ... | head -1``) ends it quietly, with status 0 and no traceback."""
+    (``genre-ray predict ... | head -1``) ends it quietly, with status 0 and no traceback, and a
+    Ctrl-C that the command lets through ends it with :data:`EXIT_INTERRUPTED` and no traceback."""
     try:
         code = command(argv)
         sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+    except KeyboardInterrupt:  # a command that saves its work on Ctrl-C has said so already
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere at exit

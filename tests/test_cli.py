@@ -236,6 +236,18 @@ def test_a_closed_pipe_ends_quietly(command: list[str]) -> None:
     assert "Traceback" not in err and "BrokenPipe" not in err, err
 
 
+def test_ctrl_c_outside_what_a_command_saves_ends_with_130_and_no_traceback(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from genre_ray import cli
+
+    def stopped(argv: list[str] | None) -> int:
+        raise KeyboardInterrupt
+
+    assert cli.run(stopped, []) == cli.EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert "130 interrupted (Ctrl-C)" in cli.EXIT_STATUS
+
+
 # ------------------------------------------------------------------------------------- predict and tag
 
 class _Hears:

@@ -339,3 +339,52 @@ def test_a_search_killed_midway_resumes_to_the_planned_trials_with_one_parent_ru
                            cwd=tmp_path, timeout=300)
     assert third.returncode == 0 and "Nothing to resume" in third.stdout, third.stderr[-2000:]
     assert not ray_tmp.exists()
+
+
+# ---------------------------------------------------------------------------- Ctrl-C
+@pytest.mark.slow
+def test_ctrl_c_stops_the_search_without_scoring_or_registering_and_resume_finishes_it(
+        tmp_path: Path, joined_env: dict[str, str]) -> None:
+    """Tune catches SIGINT, saves its state and returns from fit() as if done: the search used to go on
+    and refit, score the test songs and register a champion from the trials it had (found by hand:
+    3 of 8), and mark itself finished, so --resume had nothing to do."""
+    from genre_ray.search.runner import run_search
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(tiny_space("ctrlc", "ctrlc", str(tmp_path / "demo"), epochs=3, num_samples=5,
+                                               max_concurrent=1)))
+    log = tmp_path / "first.log"
+    with log.open("w") as out:  # joins the worker's Ray: the driver alone gets the signal, as in a terminal
+        proc = subprocess.Popen([sys.executable, "-m", "genre_ray.search", str(space), "--results-dir",
+                                 str(tmp_path / "results")], stdout=out, stderr=subprocess.STDOUT, env=joined_env,
+                                cwd=tmp_path)
+        try:
+            deadline = time.time() + 300
+            while "(1 of 5 trials done)" not in log.read_text() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.2)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert "interrupted: task ctrlc: the search ctrlc-ctrlc-" in text and "Run the same command with --resume" in text
+    assert "Registered" not in text and "TEST split" not in text  # nothing scored, nothing registered
+    out_dir = tmp_path / "results" / "ctrlc"
+    assert json.loads((out_dir / "search_state.json").read_text())["finished"] is False
+    assert not (out_dir / "summary.md").exists()
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    assert client.search_registered_models() == []
+    [parent] = [r for r in client.search_runs([client.get_experiment_by_name("ctrlc").experiment_id])
+                if r.data.tags.get("genre_ray.kind") == "search"]
+    assert parent.info.status == "KILLED" and parent.data.tags["outcome"] == "interrupted"
+
+    cfg = load_config(space, {"output.results_dir": str(tmp_path / "results"), "tracking.uri": uri})
+    [summary] = run_search(cfg, resume=True)  # in this worker's Ray
+    board = pd.read_csv(out_dir / "leaderboard.csv")
+    assert len(board) == 5 and (board["stopped"] == "completed").all()
+    runs = client.search_runs([client.get_experiment_by_name("ctrlc").experiment_id])
+    assert [r.info.status for r in runs if r.data.tags.get("genre_ray.kind") == "search"] == ["FINISHED"]
+    assert summary["registered"]["alias"] == "champion"

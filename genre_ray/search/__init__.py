@@ -146,12 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return cli.EXIT_OK
-    from genre_ray.search.runner import SearchFailed
+    from genre_ray.search.runner import SearchFailed, SearchInterrupted
     from genre_ray.search.runner import run_search as _run
 
     try:
         with cli.stdout_to_stderr() if args.json else contextlib.nullcontext():
             summaries = _run(cfg, promote=args.promote, resume=args.resume)
+    except SearchInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
     except SearchFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return cli.EXIT_FAILED

@@ -57,13 +57,17 @@ from genre_ray.search.tuning import (
 )
 from genre_ray.storage import describe, disk_usage, exists, is_uri, join, node_local
 
-__all__ = ["SearchFailed", "run_search"]
+__all__ = ["SearchFailed", "SearchInterrupted", "run_search"]
 
 log = logging.getLogger("genre_ray.search")
 
 
 class SearchFailed(RuntimeError):
     """The search could not produce a model; the message says why and what to do."""
+
+
+class SearchInterrupted(SearchFailed):
+    """A Ctrl-C ended the search's trials: Tune saved its state, and ``--resume`` goes on from it."""
 
 
 def _collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -503,8 +507,10 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
                 tracker.resume_parent(state["parent_run_id"])
             except TrackingError as exc:
                 raise SearchFailed(str(exc)) from None
+    from genre_ray.search.trial_runs import stop_signals
+
     # trial_data: this task's trial data leaves the object store when its fit is over.
-    with trial_data(arrays["trial"]) as data:
+    with trial_data(arrays["trial"]) as data, stop_signals(run_name) as interrupted:
         if state is not None and can_restore(experiment):
             log.info("task %s: resuming %s from %s (Optuna searcher, ASHA and trials restored)", task.name,
                      run_name, experiment)
@@ -518,6 +524,14 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
             grid = tuner(cfg, data, tracker, storage, run_name, _groups(cfg), journal=journal).fit()
     board, by_trial = leaderboard(grid, cfg)
     board.to_csv(out_dir / "leaderboard.csv", index=False)
+    if interrupted():
+        done = finished_trials(study, run_name)
+        tracker.finish_parent({}, {"outcome": "interrupted"}, [out_dir / "leaderboard.csv"], "KILLED")
+        raise SearchInterrupted(
+            f"task {task.name}: the search {run_name} was interrupted (Ctrl-C) with {done} of its "
+            f"{cfg.search.num_samples} trials finished; Tune saved its state. Nothing was scored on the test "
+            f"songs or registered. Run the same command with --resume to go on ({out_dir / 'leaderboard.csv'} "
+            "has the trials so far)")
     metric = cfg.search.metric
     if board.empty or pd.isna(board.loc[0, f"best_{metric}"]):
         tracker.finish_parent({}, {"outcome": "all trials failed"}, [out_dir / "leaderboard.csv"], "FAILED")

@@ -9,6 +9,10 @@ a search must check its tracking server before anything heavy starts.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ray.tune import Callback, CLIReporter
@@ -17,7 +21,7 @@ from genre_ray._ray_workarounds import repair_checkpoints
 from genre_ray.config import SearchConfig
 from genre_ray.search.report import stop_reason
 
-__all__ = ["SearchReporter", "StaleCheckpoints", "TrialRuns", "repair_checkpoints"]
+__all__ = ["SearchReporter", "StaleCheckpoints", "StopSignal", "TrialRuns", "repair_checkpoints", "stop_signals"]
 
 log = logging.getLogger("genre_ray.search")
 
@@ -123,6 +127,51 @@ class SearchReporter(CLIReporter):
 
 def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+#: Tune run names of this process's searches that a Ctrl-C (SIGINT) ended (see :class:`StopSignal`).
+INTERRUPTED: set[str] = set()
+
+
+class StopSignal(Callback):
+    """Notes a Ctrl-C that ends the search's Tune run.
+
+    Tune catches SIGINT itself: it stops the trials, saves the experiment's state, and its
+    ``fit()`` returns as if the search were over. At setup (Tune's handler is in place by then) this
+    wraps that handler, so the search learns of the signal and does not score the test songs or
+    register a model from the trials it had so far; ``--resume`` goes on from Tune's saved state.
+    """
+
+    def __init__(self, run_name: str) -> None:
+        self.run_name = run_name
+
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
+        INTERRUPTED.discard(self.run_name)
+        tune_handler = signal.getsignal(signal.SIGINT)
+        if not callable(tune_handler) or threading.current_thread() is not threading.main_thread():
+            return  # Tune's fit in another thread catches no signal either
+        run_name = self.run_name
+
+        def noted(signum: int, frame: Any) -> None:
+            INTERRUPTED.add(run_name)
+            tune_handler(signum, frame)
+
+        signal.signal(signal.SIGINT, noted)
+
+
+@contextmanager
+def stop_signals(run_name: str) -> Iterator[Any]:
+    """Around a search's ``fit()``: yields a function that says whether a Ctrl-C ended it, and puts
+    the SIGINT handler from before the fit back afterwards (Tune leaves its own in place, and a
+    Ctrl-C during the refit or the registration would only have been logged by it)."""
+    before = signal.getsignal(signal.SIGINT)
+    INTERRUPTED.discard(run_name)
+    try:
+        yield lambda: run_name in INTERRUPTED
+    finally:
+        if threading.current_thread() is threading.main_thread() and before is not None:
+            signal.signal(signal.SIGINT, before)
 
 
 class StaleCheckpoints(Callback):

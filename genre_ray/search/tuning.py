@@ -166,7 +166,7 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
     tune_config = tune.TuneConfig(metric=s.metric, mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
                                   num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent,
                                   time_budget_s=s.time_budget_s, reuse_actors=True)
-    from genre_ray.search.trial_runs import TRACKERS, StaleCheckpoints, TrialRuns
+    from genre_ray.search.trial_runs import TRACKERS, StaleCheckpoints, StopSignal, TrialRuns
 
     if tracker is not None:
         TRACKERS[run_name] = tracker
@@ -182,7 +182,8 @@ def tuner(cfg: SearchConfig, data: dict[str, Any], tracker: Any, storage: str | 
         # A trial lost with its node (or its worker) is retried from its last checkpoint.
         failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_FAILURES),
         # Stale checkpoints first: a restored trial must name a checkpoint that exists before it starts.
-        callbacks=[StaleCheckpoints(), *([TrialRuns(run_name, cfg)] if tracker is not None else [])],
+        callbacks=[StaleCheckpoints(), StopSignal(run_name),
+                   *([TrialRuns(run_name, cfg)] if tracker is not None else [])],
         stop=stop, **progress_options(cfg))
     return tune.Tuner(_trainable(cfg, data, groups), tune_config=tune_config, run_config=run_config)
 

@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the predictions made so far are saved; run the same command again to finish",
               file=sys.stderr)
-        return 130
+        return cli.EXIT_INTERRUPTED
     if args.json and code != cli.EXIT_USAGE:
         cli.print_json(doc)
     return code
