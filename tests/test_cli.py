@@ -93,7 +93,8 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return seen["summaries"]
 
     module = types.ModuleType("genre_ray.search.runner")
-    module.SearchFailed = type("SearchFailed", (RuntimeError,), {})  # type: ignore[attr-defined]
+    module.SearchFailed = failed = type("SearchFailed", (RuntimeError,), {})  # type: ignore[attr-defined]
+    module.SearchInterrupted = type("SearchInterrupted", (failed,), {})  # type: ignore[attr-defined]
     module.run_search = run_search  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "genre_ray.search.runner", module)
     return seen
