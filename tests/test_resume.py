@@ -388,3 +388,17 @@ def test_ctrl_c_stops_the_search_without_scoring_or_registering_and_resume_finis
     runs = client.search_runs([client.get_experiment_by_name("ctrlc").experiment_id])
     assert [r.info.status for r in runs if r.data.tags.get("genre_ray.kind") == "search"] == ["FINISHED"]
     assert summary["registered"]["alias"] == "champion"
+
+
+def test_a_second_run_of_the_same_search_at_once_is_refused_before_any_work(tmp_path: Path) -> None:
+    """Two runs of one search (one command in two terminals, --resume twice) would write one state
+    file, leaderboard and study journal; the second is refused, naming the folder and what to do."""
+    from genre_ray.search.runner import SearchFailed, run_search
+    from genre_ray.storage import file_lock
+
+    cfg = _cfg(tmp_path, **{"data.demo.genres": 2, "data.demo.songs_per_genre": 3})
+    with file_lock(tmp_path / cfg.name / ".search", timeout=0):  # as the first run holds it
+        with pytest.raises(SearchFailed, match=rf"{tmp_path / cfg.name}: another search named '{cfg.name}' is "
+                                               r"running in this results folder .*give this one another name"):
+            run_search(cfg)
+    assert not (tmp_path / "demo_collection").exists()  # refused before reading any audio

@@ -14,7 +14,8 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -368,7 +369,41 @@ def run_search(cfg: SearchConfig, promote: bool = False, resume: bool = False) -
         check_reachable(uri)
     except TrackingError as exc:
         raise SearchFailed(str(exc)) from None
+    with _one_at_a_time(results, cfg.name):
+        return _search(cfg, results, uri, promote, resume, t0)
 
+
+@contextmanager
+def _one_at_a_time(results: Path, name: str) -> Iterator[None]:
+    """Holds ``results/<name>/`` for one search while it runs.
+
+    Two runs of one search at once (the same command in two terminals, or ``--resume`` twice) would
+    write the same state file, leaderboard and Optuna journal, and could restore the same Tune
+    experiment. The lock is the operating system's (``flock``): a killed run leaves none behind.
+
+    Raises:
+        SearchFailed: when another process runs a search of this name in this results folder.
+    """
+    from filelock import Timeout
+
+    from genre_ray.storage import file_lock
+
+    lock = file_lock(results / name / ".search", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SearchFailed(f"{results / name}: another search named {name!r} is running in this results folder "
+                           f"(it holds {lock.lock_file}); wait for it to end, or give this one another name "
+                           "(--name, or name: in the YAML)") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _search(cfg: SearchConfig, results: Path, uri: str, promote: bool, resume: bool,
+            t0: float) -> list[dict[str, Any]]:
+    """:func:`run_search` once its tracking store answers and it holds its results folder."""
     started: list[bool] = []
 
     def start_ray() -> None:  # once: Ray, then the checks against the cluster it is
