@@ -38,8 +38,8 @@ EXIT_INTERRUPTED = 130  #: stopped by Ctrl-C (SIGINT), as a shell reports it; wh
 #: The exit codes as every ``--help`` ends them.
 EXIT_STATUS = (f"Exit status: {EXIT_OK} done; {EXIT_FAILED} failed; {EXIT_USAGE} bad config or usage "
                f"(nothing done); {EXIT_SKIPPED} done, but some input files were skipped (each is reported "
-               f"with why); {EXIT_INTERRUPTED} interrupted (Ctrl-C): what was done is kept, and running the "
-               "command again (a search with --resume) goes on from there.")
+               f"with why); {EXIT_INTERRUPTED} interrupted (Ctrl-C; a search stopped by SIGTERM: 143): what was "
+               "done is kept, and running the command again (a search with --resume) goes on from there.")
 
 #: ``genre-ray COMMAND`` -> the module whose ``main(argv)`` runs it.
 COMMANDS: dict[str, str] = {

@@ -246,7 +246,7 @@ def test_ctrl_c_outside_what_a_command_saves_ends_with_130_and_no_traceback(
 
     assert cli.run(stopped, []) == cli.EXIT_INTERRUPTED == 130
     assert capsys.readouterr().err == "interrupted\n"
-    assert "130 interrupted (Ctrl-C)" in cli.EXIT_STATUS
+    assert "130 interrupted (Ctrl-C; a search stopped by SIGTERM: 143)" in cli.EXIT_STATUS
 
 
 # ------------------------------------------------------------------------------------- predict and tag

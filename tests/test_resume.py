@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -343,11 +344,13 @@ def test_a_search_killed_midway_resumes_to_the_planned_trials_with_one_parent_ru
 
 # ---------------------------------------------------------------------------- Ctrl-C
 @pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_the_search_without_scoring_or_registering_and_resume_finishes_it(
-        tmp_path: Path, joined_env: dict[str, str]) -> None:
+        tmp_path: Path, joined_env: dict[str, str], signum: int) -> None:
     """Tune catches SIGINT, saves its state and returns from fit() as if done: the search used to go on
     and refit, score the test songs and register a champion from the trials it had (found by hand:
-    3 of 8), and mark itself finished, so --resume had nothing to do."""
+    3 of 8), and mark itself finished, so --resume had nothing to do. SIGTERM (a scheduler taking the
+    node back) stopped the driver at once, through Ray's handler; it now stops the search the same way."""
     from genre_ray.search.runner import run_search
 
     space = tmp_path / "space.yaml"
@@ -363,13 +366,15 @@ def test_ctrl_c_stops_the_search_without_scoring_or_registering_and_resume_finis
             while "(1 of 5 trials done)" not in log.read_text() and proc.poll() is None and time.time() < deadline:
                 time.sleep(0.2)
             assert proc.poll() is None, log.read_text()[-3000:]
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+            proc.send_signal(signum)
+            assert proc.wait(timeout=120) == 128 + signum, log.read_text()[-3000:]
         finally:
             if proc.poll() is None:
                 proc.kill()
     text = log.read_text()
-    assert "interrupted: task ctrlc: the search ctrlc-ctrlc-" in text and "Run the same command with --resume" in text
+    how = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "stopped (SIGTERM)"
+    assert re.search(rf"interrupted: task ctrlc: the search ctrlc-ctrlc-\S+ was {re.escape(how)} with [1-4] of its 5 "
+                     "trials finished", text) and "Run the same command with --resume" in text
     assert "Registered" not in text and "TEST split" not in text  # nothing scored, nothing registered
     out_dir = tmp_path / "results" / "ctrlc"
     assert json.loads((out_dir / "search_state.json").read_text())["finished"] is False
@@ -380,6 +385,8 @@ def test_ctrl_c_stops_the_search_without_scoring_or_registering_and_resume_finis
     [parent] = [r for r in client.search_runs([client.get_experiment_by_name("ctrlc").experiment_id])
                 if r.data.tags.get("genre_ray.kind") == "search"]
     assert parent.info.status == "KILLED" and parent.data.tags["outcome"] == "interrupted"
+    if signum != signal.SIGINT:
+        return  # what --resume does after the stop is the same
 
     cfg = load_config(space, {"output.results_dir": str(tmp_path / "results"), "tracking.uri": uri})
     [summary] = run_search(cfg, resume=True)  # in this worker's Ray

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             summaries = _run(cfg, promote=args.promote, resume=args.resume)
     except SearchInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
-        return cli.EXIT_INTERRUPTED
+        return 128 + exc.signum  # as a shell reports a process the signal ended: 130 for Ctrl-C, 143 for SIGTERM
     except SearchFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return cli.EXIT_FAILED

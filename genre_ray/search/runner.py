@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -68,7 +69,12 @@ class SearchFailed(RuntimeError):
 
 
 class SearchInterrupted(SearchFailed):
-    """A Ctrl-C ended the search's trials: Tune saved its state, and ``--resume`` goes on from it."""
+    """A Ctrl-C or a SIGTERM ended the search's trials: Tune saved its state, and ``--resume`` goes on
+    from it. ``signum`` is the signal."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 def _collection(cfg: SearchConfig, results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -559,11 +565,12 @@ def _run_task(cfg: SearchConfig, task: TaskSpec, all_songs: pd.DataFrame, rows: 
             grid = tuner(cfg, data, tracker, storage, run_name, _groups(cfg), journal=journal).fit()
     board, by_trial = leaderboard(grid, cfg)
     board.to_csv(out_dir / "leaderboard.csv", index=False)
-    if interrupted():
+    if signum := interrupted():
         done = finished_trials(study, run_name)
         tracker.finish_parent({}, {"outcome": "interrupted"}, [out_dir / "leaderboard.csv"], "KILLED")
+        how = "interrupted (Ctrl-C)" if signum == signal.SIGINT else f"stopped ({signal.Signals(signum).name})"
         raise SearchInterrupted(
-            f"task {task.name}: the search {run_name} was interrupted (Ctrl-C) with {done} of its "
+            signum, f"task {task.name}: the search {run_name} was {how} with {done} of its "
             f"{cfg.search.num_samples} trials finished; Tune saved its state. Nothing was scored on the test "
             f"songs or registered. Run the same command with --resume to go on ({out_dir / 'leaderboard.csv'} "
             "has the trials so far)")

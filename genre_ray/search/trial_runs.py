@@ -129,17 +129,20 @@ def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-#: Tune run names of this process's searches that a Ctrl-C (SIGINT) ended (see :class:`StopSignal`).
-INTERRUPTED: set[str] = set()
+#: The signal (SIGINT or SIGTERM) that ended each of this process's searches, by Tune run name
+#: (see :class:`StopSignal`).
+INTERRUPTED: dict[str, int] = {}
 
 
 class StopSignal(Callback):
-    """Notes a Ctrl-C that ends the search's Tune run.
+    """Notes a Ctrl-C (SIGINT) or a SIGTERM that ends the search's Tune run.
 
     Tune catches SIGINT itself: it stops the trials, saves the experiment's state, and its
     ``fit()`` returns as if the search were over. At setup (Tune's handler is in place by then) this
     wraps that handler, so the search learns of the signal and does not score the test songs or
     register a model from the trials it had so far; ``--resume`` goes on from Tune's saved state.
+    SIGTERM (what a cluster's scheduler sends before it takes a node back, and ``kill``'s default)
+    gets the same graceful stop instead of Ray's immediate exit; a second SIGTERM exits at once.
     """
 
     def __init__(self, run_name: str) -> None:
@@ -147,31 +150,41 @@ class StopSignal(Callback):
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
-        INTERRUPTED.discard(self.run_name)
+        INTERRUPTED.pop(self.run_name, None)
         tune_handler = signal.getsignal(signal.SIGINT)
         if not callable(tune_handler) or threading.current_thread() is not threading.main_thread():
             return  # Tune's fit in another thread catches no signal either
+        term_before = signal.getsignal(signal.SIGTERM)
         run_name = self.run_name
 
         def noted(signum: int, frame: Any) -> None:
-            INTERRUPTED.add(run_name)
-            tune_handler(signum, frame)
+            if run_name in INTERRUPTED and signum == signal.SIGTERM:  # a second one: no more waiting
+                signal.signal(signal.SIGTERM, term_before)
+                if callable(term_before):
+                    term_before(signum, frame)
+                raise SystemExit(128 + signum)
+            INTERRUPTED[run_name] = signum
+            tune_handler(signal.SIGINT, frame)
 
         signal.signal(signal.SIGINT, noted)
+        signal.signal(signal.SIGTERM, noted)
 
 
 @contextmanager
 def stop_signals(run_name: str) -> Iterator[Any]:
-    """Around a search's ``fit()``: yields a function that says whether a Ctrl-C ended it, and puts
-    the SIGINT handler from before the fit back afterwards (Tune leaves its own in place, and a
-    Ctrl-C during the refit or the registration would only have been logged by it)."""
-    before = signal.getsignal(signal.SIGINT)
-    INTERRUPTED.discard(run_name)
+    """Around a search's ``fit()``: yields a function that returns the signal that ended it (0 when
+    none did), and puts the SIGINT and SIGTERM handlers from before the fit back afterwards (Tune
+    leaves its own in place, and a Ctrl-C during the refit or the registration would only have
+    been logged by it)."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    INTERRUPTED.pop(run_name, None)
     try:
-        yield lambda: run_name in INTERRUPTED
+        yield lambda: INTERRUPTED.get(run_name, 0)
     finally:
-        if threading.current_thread() is threading.main_thread() and before is not None:
-            signal.signal(signal.SIGINT, before)
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in before.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
 
 
 class StaleCheckpoints(Callback):
