@@ -110,5 +110,6 @@ def apply_task(manifest: pd.DataFrame, spec: TaskSpec) -> tuple[pd.DataFrame, pd
     songs = songs[~songs["label"].isin(small.index)].reset_index(drop=True)
     if songs["label"].nunique() < 2:
         raise TaskError(f"task {spec.name}: fewer than two classes with at least {spec.min_songs} songs "
-                        f"remain ({dict(counts)}); lower tasks.min_songs or add songs")
+                        f"remain ({', '.join(f'{c}: {int(n)}' for c, n in counts.items())}); lower "
+                        "tasks.min_songs or add songs")
     return songs, report
