@@ -35,6 +35,7 @@ import json
 import logging
 import pickletools
 import re
+from collections import deque
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,8 @@ def _reads_back(data: bytes) -> bool:
         if not data.startswith(b"\x80"):  # a pickle of protocol 2 or later opens with PROTO
             json.loads(data)
             return True
-        *_, (op, _, pos) = pickletools.genops(data)
-        return op.name == "STOP" and pos == len(data) - 1
+        last = deque(pickletools.genops(data), maxlen=1)  # raises at a cut; ends at STOP
+        return bool(last) and last[0][0].name == "STOP" and last[0][2] == len(data) - 1
     except ValueError:  # cut inside a value, no STOP, nothing at all, or not JSON
         return False
 
@@ -98,6 +99,15 @@ def cut_snapshot(fs: Any, experiment: str) -> str | None:
     return None
 
 
+def _read_text(fs: Any, path: str) -> str | None:
+    """A text file on ``fs``; None when it cannot be read (absent, or storage away)."""
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.readall().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def _complete_lines(text: str) -> list[str]:
     """The lines of ``text`` that were written whole (a kill can cut the last one off)."""
     lines = text.split("\n")
@@ -132,26 +142,20 @@ def repair_trial_results(fs: Any, experiment: str) -> list[str]:
     import pandas as pd
     import pyarrow.fs as pafs
 
+    from genre_ray.storage import put_file
+
     try:
         folders = [i.path for i in fs.get_file_info(pafs.FileSelector(experiment, allow_not_found=True))
                    if i.type == pafs.FileType.Directory]
     except OSError:
         return []
-
-    def read(path: str) -> str | None:
-        try:
-            with fs.open_input_stream(path) as f:
-                return f.readall().decode("utf-8", errors="replace")
-        except OSError:
-            return None
-
     repaired = []
     for folder in folders:
-        text = read(f"{folder}/result.json")
+        text = _read_text(fs, f"{folder}/result.json")
         if text is None:  # not a trial folder, or Tune reads its CSV already
             continue
         rows = _json_rows(text)
-        csv = read(f"{folder}/progress.csv") or ""
+        csv = _read_text(fs, f"{folder}/progress.csv") or ""
         csv_lines = _complete_lines(csv)
         csv_rows = max(len(csv_lines) - 1, 0)  # below its header
         if rows is not None and len(rows) >= csv_rows and text == "".join(f"{r}\n" for r in rows):
@@ -163,8 +167,7 @@ def repair_trial_results(fs: Any, experiment: str) -> list[str]:
             fixed = "".join(f"{r}\n" for r in rows)
         else:
             continue  # a line inside it is damaged and the CSV has no more: nothing better to write
-        with fs.open_output_stream(f"{folder}/result.json") as out:
-            out.write(fixed.encode())
+        put_file(fs, f"{folder}/result.json", fixed.encode())
         repaired.append(folder)
     return repaired
 
@@ -265,12 +268,7 @@ def _checkpoint_dirs(fs: Any, trial_dir: str) -> dict[str, int] | None:
 def _checkpoint_rows(fs: Any, trial_dir: str) -> dict[str, dict]:
     """The trial's reported results that came with a checkpoint: its folder name -> the result."""
     rows: dict[str, dict] = {}
-    try:
-        with fs.open_input_stream(f"{trial_dir}/result.json") as f:
-            text = f.readall().decode("utf-8", errors="replace")
-    except OSError:
-        return rows
-    for line in text.splitlines():
+    for line in (_read_text(fs, f"{trial_dir}/result.json") or "").splitlines():
         try:
             row = json.loads(line)
         except ValueError:  # a line cut off by the kill

@@ -150,7 +150,6 @@ class StopSignal(Callback):
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
-        INTERRUPTED.pop(self.run_name, None)
         tune_handler = signal.getsignal(signal.SIGINT)
         if not callable(tune_handler) or threading.current_thread() is not threading.main_thread():
             return  # Tune's fit in another thread catches no signal either
